@@ -1,0 +1,69 @@
+//! The `sluice` command line: argument parsing and dispatch, nothing more.
+
+mod check;
+mod jsonl;
+mod test_plugin;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::observe::{self, LogFormat};
+use crate::plugin::PluginRuntime;
+
+/// Run Kafka pipeline stages whose message handlers are WebAssembly
+/// components.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version)]
+struct Cli {
+    /// Log record format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    /// Directory for compiled plugins [default: ~/.cache/sluice/compiled].
+    #[arg(long, env = "SLUICE_CACHE_DIR", global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile plugins on every load instead of caching them on disk.
+    #[arg(long, global = true)]
+    no_cache: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check that a file is a plugin sluice can run, and show what it exports.
+    Check(check::CheckArgs),
+    /// Run a plugin over messages from a JSON Lines file, without Kafka:
+    /// prints one JSON verdict per message.
+    Test(test_plugin::TestArgs),
+}
+
+/// Entry point of the `sluice` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    observe::init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cache_dir = if cli.no_cache {
+        None
+    } else {
+        cli.cache_dir.or_else(PluginRuntime::default_cache_dir)
+    };
+    let runtime = PluginRuntime::new(cache_dir.as_deref())?;
+    match cli.command {
+        Command::Check(args) => check::run(&runtime, args),
+        Command::Test(args) => test_plugin::run(&runtime, args),
+    }
+}

@@ -1,0 +1,10 @@
+//! sluice: a Kafka stream processor whose message handlers are WebAssembly
+//! components.
+//!
+//! One process runs one pipeline stage. The library is organised by
+//! concern, one module each; `plugin` is the Wasm side and knows nothing of
+//! Kafka.
+
+pub mod cli;
+pub mod observe;
+pub mod plugin;

@@ -1,0 +1,108 @@
+//! What each plugin instance's store holds, and the host functions the
+//! contract lets a plugin import (logging, its own config).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::contract::sluice::plugin::{config, logging, types};
+use super::guest_output::{GuestOutput, GuestStream};
+use super::limits::MemoryLimiter;
+
+/// Who a plugin is, shared by all its instances: used to tag its logs and
+/// to answer its config reads.
+#[derive(Debug)]
+pub(crate) struct PluginIdentity {
+    pub(crate) name: Arc<str>,
+    pub(crate) version: Arc<str>,
+    pub(crate) config: BTreeMap<String, String>,
+}
+
+/// Store data of one plugin instance.
+pub(crate) struct WorkerState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) stderr: GuestOutput,
+    stdout: GuestOutput,
+    identity: Arc<PluginIdentity>,
+}
+
+impl WorkerState {
+    /// A sandbox with nothing granted: no preopened directories, no
+    /// environment variables or arguments, no sockets or name lookups. Only
+    /// clocks, randomness and the log-forwarding stdout/stderr remain.
+    pub(crate) fn new(identity: Arc<PluginIdentity>, memory_cap_bytes: usize) -> Self {
+        let stdout = GuestOutput::new(GuestStream::Stdout, identity.name.clone());
+        let stderr = GuestOutput::new(GuestStream::Stderr, identity.name.clone());
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        WorkerState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_cap_bytes),
+            stdout,
+            stderr,
+            identity,
+        }
+    }
+
+    /// Reset per-call bookkeeping before a call into the guest.
+    pub(crate) fn begin_call(&mut self) {
+        self.limiter.reset();
+        self.stdout.begin_call();
+        self.stderr.begin_call();
+    }
+
+    /// Flush partial output lines after a call; returns the call's stderr.
+    pub(crate) fn end_call(&mut self) -> Vec<String> {
+        self.stdout.end_call();
+        self.stderr.end_call()
+    }
+}
+
+impl WasiView for WorkerState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for WorkerState {}
+
+impl logging::Host for WorkerState {
+    fn log(&mut self, level: logging::Level, message: String) {
+        let plugin = &*self.identity.name;
+        let version = &*self.identity.version;
+        match level {
+            logging::Level::Trace => tracing::trace!(target: "sluice::plugin::guest", plugin, version, "{message}"),
+            logging::Level::Debug => tracing::debug!(target: "sluice::plugin::guest", plugin, version, "{message}"),
+            logging::Level::Info => tracing::info!(target: "sluice::plugin::guest", plugin, version, "{message}"),
+            logging::Level::Warn => tracing::warn!(target: "sluice::plugin::guest", plugin, version, "{message}"),
+            logging::Level::Error => tracing::error!(target: "sluice::plugin::guest", plugin, version, "{message}"),
+        }
+    }
+}
+
+impl config::Host for WorkerState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.identity.config.get(&key).cloned()
+    }
+
+    fn entries(&mut self) -> Vec<(String, String)> {
+        self.identity
+            .config
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,32 @@
+//! The plugin runtime: Wasmtime, the contract, limits and instances.
+//!
+//! [`PluginRuntime`] owns the process's engine and turns a `.wasm` file into
+//! a [`Plugin`]: compiled once (and cached on disk by content hash),
+//! checked against the `message-handler` world, and pre-linked. Each thread
+//! of work takes a [`PluginWorker`], which keeps one instance and calls
+//! `handle` / `handle-batch` on it. A trap, a blown deadline or a memory-cap
+//! hit comes back as a [`PluginFailure`] with a readable reason; the worker
+//! replaces the instance and carries on.
+//!
+//! This module knows nothing of Kafka: messages and verdicts are the
+//! contract's own types.
+
+mod cache;
+mod contract;
+mod error;
+mod guest_output;
+mod host_state;
+mod inspect;
+mod limits;
+#[allow(clippy::module_inception)]
+mod plugin;
+mod runtime;
+mod worker;
+
+pub use contract::{Header, Message, Output, REQUIRED_EXPORTS, RetryInfo, Verdict, WORLD};
+pub use error::{FailureKind, LoadError, PluginFailure};
+pub use inspect::{WasmKind, wasm_kind};
+pub use limits::PluginLimits;
+pub use plugin::{Plugin, PluginVersion};
+pub use runtime::{PluginRuntime, PluginSettings};
+pub use worker::PluginWorker;

@@ -1,0 +1,129 @@
+//! A loaded plugin version: compiled, validated and pre-linked, ready to
+//! hand out workers.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::contract::MessageHandlerPre;
+use super::host_state::{PluginIdentity, WorkerState};
+use super::limits::PluginLimits;
+use super::worker::PluginWorker;
+
+/// A plugin's version: the SHA-256 of its file. Two files with the same
+/// bytes are the same version wherever they came from, and any change is a
+/// new version; that is what dead-letter headers and reload logs need.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PluginVersion(String);
+
+impl PluginVersion {
+    pub(crate) fn from_hex(hex: String) -> Self {
+        PluginVersion(hex)
+    }
+
+    /// The full hash, 64 hex digits.
+    pub fn full(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The first 12 hex digits, like a short git hash: enough to tell versions
+/// apart in logs and headers.
+impl fmt::Display for PluginVersion {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.0[..12])
+    }
+}
+
+/// One loaded plugin version. Cheap to clone; every clone shares the
+/// compiled code.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    identity: Arc<PluginIdentity>,
+    version: PluginVersion,
+    limits: PluginLimits,
+    pre: MessageHandlerPre<WorkerState>,
+    exports: Vec<String>,
+    imports: Vec<String>,
+    from_cache: bool,
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        identity: Arc<PluginIdentity>,
+        version: PluginVersion,
+        limits: PluginLimits,
+        pre: MessageHandlerPre<WorkerState>,
+        exports: Vec<String>,
+        imports: Vec<String>,
+        from_cache: bool,
+    ) -> Self {
+        Plugin {
+            inner: Arc::new(PluginInner {
+                identity,
+                version,
+                limits,
+                pre,
+                exports,
+                imports,
+                from_cache,
+            }),
+        }
+    }
+
+    /// The plugin's name: its file stem.
+    pub fn name(&self) -> &str {
+        &self.inner.identity.name
+    }
+
+    pub fn version(&self) -> &PluginVersion {
+        &self.inner.version
+    }
+
+    pub fn limits(&self) -> &PluginLimits {
+        &self.inner.limits
+    }
+
+    /// The component's exports, as "name (kind)".
+    pub fn exports(&self) -> &[String] {
+        &self.inner.exports
+    }
+
+    /// The interfaces the component imports.
+    pub fn imports(&self) -> &[String] {
+        &self.inner.imports
+    }
+
+    /// Whether the compiled code came from the on-disk cache.
+    pub fn loaded_from_cache(&self) -> bool {
+        self.inner.from_cache
+    }
+
+    /// A worker with its own instance (made on first use). Give each thread
+    /// of work its own worker; instances are not shared.
+    pub fn worker(&self) -> PluginWorker {
+        PluginWorker::new(self.clone())
+    }
+
+    pub(crate) fn identity(&self) -> &Arc<PluginIdentity> {
+        &self.inner.identity
+    }
+
+    pub(crate) fn pre(&self) -> &MessageHandlerPre<WorkerState> {
+        &self.inner.pre
+    }
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Plugin")
+            .field("name", &self.name())
+            .field("version", &self.inner.version)
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}

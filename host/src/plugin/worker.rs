@@ -1,0 +1,181 @@
+//! A plugin instance bound to one thread of work: reused across messages,
+//! replaced after a failure.
+
+use std::sync::Arc;
+
+use wasmtime::{Store, Trap};
+
+use super::contract::{Message, MessageHandler, Verdict};
+use super::error::{FailureKind, PluginFailure};
+use super::host_state::WorkerState;
+use super::plugin::Plugin;
+use super::runtime::EPOCH_TICK;
+
+/// Calls one plugin version through its own instance.
+///
+/// Instantiating costs far more than a call (see TOOLCHAIN.md), so the
+/// instance lives as long as it behaves. After any failed call it is dropped
+/// (a trapped instance cannot be entered again) and the next call gets a
+/// fresh one from the pre-linked component.
+pub struct PluginWorker {
+    plugin: Plugin,
+    live: Option<LiveInstance>,
+    instances_created: u64,
+}
+
+struct LiveInstance {
+    store: Store<WorkerState>,
+    bindings: MessageHandler,
+}
+
+impl PluginWorker {
+    pub(crate) fn new(plugin: Plugin) -> Self {
+        PluginWorker {
+            plugin,
+            live: None,
+            instances_created: 0,
+        }
+    }
+
+    /// The plugin version this worker runs.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// How many instances this worker has made: 1 after the first call, one
+    /// more after each failure. Lets callers observe instance reuse.
+    pub fn instances_created(&self) -> u64 {
+        self.instances_created
+    }
+
+    /// Create the instance now rather than on the first message, so a plugin
+    /// that cannot start is found before any message depends on it.
+    pub fn warm_up(&mut self) -> Result<(), PluginFailure> {
+        if self.live.is_none() {
+            self.live = Some(self.instantiate(self.deadline_ticks())?);
+        }
+        Ok(())
+    }
+
+    /// Ask the plugin for its verdict on one message.
+    pub fn handle(&mut self, message: &Message) -> Result<Verdict, PluginFailure> {
+        self.call(|bindings, store| bindings.call_handle(store, message))
+    }
+
+    /// Ask the plugin for one verdict per message, in order, in one call.
+    pub fn handle_batch(&mut self, messages: &[Message]) -> Result<Vec<Verdict>, PluginFailure> {
+        let verdicts = self.call(|bindings, store| bindings.call_handle_batch(store, messages))?;
+        if verdicts.len() != messages.len() {
+            return Err(PluginFailure {
+                kind: FailureKind::ContractViolation,
+                reason: format!(
+                    "plugin broke the contract: handle-batch returned {} verdicts for {} messages",
+                    verdicts.len(),
+                    messages.len()
+                ),
+            });
+        }
+        Ok(verdicts)
+    }
+
+    fn call<R>(
+        &mut self,
+        call: impl FnOnce(&MessageHandler, &mut Store<WorkerState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginFailure> {
+        self.warm_up()?;
+        let deadline_ticks = self.deadline_ticks();
+        let live = self.live.as_mut().expect("instance was just created");
+        live.store.set_epoch_deadline(deadline_ticks);
+        live.store.data_mut().begin_call();
+        let result = call(&live.bindings, &mut live.store);
+        let stderr = live.store.data_mut().end_call();
+        match result {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                let failure = self.describe_failure(&error, &stderr);
+                tracing::debug!(plugin = self.plugin.name(), reason = %failure.reason, "plugin call failed; its instance is discarded");
+                self.live = None;
+                Err(failure)
+            }
+        }
+    }
+
+    fn instantiate(&mut self, deadline_ticks: u64) -> Result<LiveInstance, PluginFailure> {
+        let pre = self.plugin.pre();
+        let state = WorkerState::new(Arc::clone(self.plugin.identity()), self.plugin.limits().memory_bytes());
+        let mut store = Store::new(pre.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(deadline_ticks);
+        store.data_mut().begin_call();
+        let instantiated = pre.instantiate(&mut store);
+        let stderr = store.data_mut().end_call();
+        let bindings = instantiated.map_err(|error| {
+            let mut failure = self.describe_failure(&error, &stderr);
+            failure.reason = format!("plugin failed to start: {}", failure.reason);
+            failure
+        })?;
+        self.instances_created += 1;
+        Ok(LiveInstance { store, bindings })
+    }
+
+    /// Deadline in epoch ticks, rounded up plus one: the current tick may be
+    /// nearly over, and a call must never be cut off before its deadline.
+    fn deadline_ticks(&self) -> u64 {
+        let tick_ms = EPOCH_TICK.as_millis() as u64;
+        self.plugin.limits().deadline_ms.div_ceil(tick_ms) + 1
+    }
+
+    fn describe_failure(&self, error: &wasmtime::Error, stderr: &[String]) -> PluginFailure {
+        let limits = self.plugin.limits();
+        let refused_memory = self.live.as_ref().is_some_and(|live| live.store.data().limiter.refused_growth());
+        if refused_memory || is_memory_exhaustion(error) {
+            return PluginFailure {
+                kind: FailureKind::MemoryLimit,
+                reason: format!("plugin exceeded its {} MiB memory limit", limits.memory_mib),
+            };
+        }
+        let trap = error.downcast_ref::<Trap>();
+        if trap == Some(&Trap::Interrupt) {
+            return PluginFailure {
+                kind: FailureKind::Deadline,
+                reason: format!("plugin exceeded its {} ms deadline", limits.deadline_ms),
+            };
+        }
+        let cause = match trap {
+            Some(trap) => trap.to_string(),
+            None => error.to_string(),
+        };
+        let cause = cause.strip_prefix("wasm trap: ").unwrap_or(&cause);
+        PluginFailure {
+            kind: FailureKind::Trap,
+            reason: with_guest_output(format!("plugin trapped: {cause}"), stderr),
+        }
+    }
+}
+
+/// A grow refused while instantiating happens before `live` exists; the
+/// limiter's flag is gone with the store, but the error says so.
+fn is_memory_exhaustion(error: &wasmtime::Error) -> bool {
+    let text = error.to_string();
+    text.contains("memory allocation") && text.contains("failed") || text.contains("forcing a memory growth failure")
+}
+
+/// Append what the guest printed to stderr during the call (a Rust panic
+/// message, a Python exception) minus boilerplate, capped in length.
+fn with_guest_output(reason: String, stderr: &[String]) -> String {
+    const MAX_GUEST_OUTPUT: usize = 1024;
+    let printed = stderr
+        .iter()
+        .map(|line| line.trim())
+        .filter(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if printed.is_empty() {
+        return reason;
+    }
+    let printed = match printed.char_indices().rev().nth(MAX_GUEST_OUTPUT) {
+        Some((cut, _)) => format!("…{}", &printed[cut..]),
+        None => printed,
+    };
+    format!("{reason} (guest stderr: {printed})")
+}

@@ -1,0 +1,74 @@
+//! Shared helpers for sluice's end-to-end tests: where the built plugins and
+//! the `sluice` binary are, and a runtime with a private cache.
+//!
+//! `scripts/test` builds the guest plugins and the binary before running
+//! the tests; run it once, then `cargo test --release` alone works too.
+
+use std::path::{Path, PathBuf};
+
+use sluice::plugin::{Message, PluginRuntime};
+use tempfile::TempDir;
+
+/// The repository root.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root")
+}
+
+/// A built Rust guest plugin, by crate name (`uppercase`, `trap-on-marker`).
+pub fn rust_plugin(name: &str) -> PathBuf {
+    let path = workspace_root().join("plugins/dist/rust").join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the guest plugins first with scripts/build-plugins",
+        path.display()
+    );
+    path
+}
+
+/// A test fixture under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures").join(name)
+}
+
+/// The `sluice` binary built in the same profile as this test.
+pub fn sluice_bin() -> PathBuf {
+    let test_exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/sluice
+    let profile_dir = test_exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let binary = profile_dir.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it first with `cargo build --release --bin sluice` (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A plugin runtime caching compiled plugins in its own temporary
+/// directory, so tests neither share nor pollute the user's cache.
+pub struct TestRuntime {
+    pub runtime: PluginRuntime,
+    pub cache_dir: TempDir,
+}
+
+impl TestRuntime {
+    pub fn new() -> Self {
+        let cache_dir = TempDir::new().expect("temporary cache directory");
+        let runtime = PluginRuntime::new(Some(cache_dir.path())).expect("plugin runtime");
+        TestRuntime { runtime, cache_dir }
+    }
+}
+
+impl Default for TestRuntime {
+    fn default() -> Self {
+        TestRuntime::new()
+    }
+}
+
+/// A first-attempt message with a text value on `input` partition 0.
+pub fn text_message(offset: i64, value: &str) -> Message {
+    Message::new("input", 0, offset, Some(value.as_bytes().to_vec()))
+}
