@@ -36,11 +36,17 @@ fn a_good_plugin_passes_and_its_exports_are_listed() {
     let stdout = String::from_utf8(output.stdout.clone()).unwrap();
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     assert!(
-        stdout.starts_with(&format!("{}: ok, implements sluice:plugin/message-handler@0.1.0\n", path.display())),
+        stdout.starts_with(&format!(
+            "{}: ok, implements sluice:plugin/message-handler@0.1.0\n",
+            path.display()
+        )),
         "{stdout}"
     );
     assert!(stdout.contains("  name:    uppercase\n"), "{stdout}");
-    assert!(stdout.contains("  exports: handle (function), handle-batch (function)\n"), "{stdout}");
+    assert!(
+        stdout.contains("  exports: handle (function), handle-batch (function)\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("    sluice:plugin/types@0.1.0\n"), "{stdout}");
 }
 
@@ -55,7 +61,10 @@ fn a_truncated_file_is_not_a_valid_component() {
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     assert!(
-        message.contains(&format!("error: {}: is not a valid WebAssembly component: ", path.display())),
+        message.contains(&format!(
+            "error: {}: is not a valid WebAssembly component: ",
+            path.display()
+        )),
         "{message}"
     );
 }
@@ -134,7 +143,10 @@ fn missing_files_directories_and_empty_files_are_named_plainly() {
     let empty_output = check(&empty);
 
     assert_eq!(missing_output.status.code(), Some(1));
-    assert_eq!(stderr(&missing_output), format!("error: {}: no such file\n", missing.display()));
+    assert_eq!(
+        stderr(&missing_output),
+        format!("error: {}: no such file\n", missing.display())
+    );
     assert_eq!(
         stderr(&directory_output),
         format!("error: {}: is a directory, not a plugin file\n", dir.path().display())

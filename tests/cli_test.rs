@@ -35,7 +35,14 @@ fn expected(name: &str) -> String {
 }
 
 const ENRICH_CONFIG: [&str; 4] = ["--config", "add.env=prod", "--config", "add.version=3"];
-const FANOUT_CONFIG: [&str; 6] = ["--config", "copies=3", "--config", "topic-a=left", "--config", "topic-b=right"];
+const FANOUT_CONFIG: [&str; 6] = [
+    "--config",
+    "copies=3",
+    "--config",
+    "topic-a=left",
+    "--config",
+    "topic-b=right",
+];
 
 #[test]
 fn uppercase_output_is_exact() {
@@ -100,7 +107,11 @@ fn messages_can_come_from_stdin() {
 fn a_failing_call_is_reported_and_the_run_goes_on() {
     let dir = TempDir::new().unwrap();
     let input = dir.path().join("input.jsonl");
-    std::fs::write(&input, "{\"value\": \"a\"}\n{\"value\": \"TRAP\"}\n{\"value\": \"b\"}\n").unwrap();
+    std::fs::write(
+        &input,
+        "{\"value\": \"a\"}\n{\"value\": \"TRAP\"}\n{\"value\": \"b\"}\n",
+    )
+    .unwrap();
 
     let output = sluice_test("trap-on-marker", &input, &[]);
 
@@ -127,7 +138,10 @@ fn a_malformed_input_line_is_named_by_number() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.starts_with(&format!("error: {}: line 2: invalid type: integer `42`", input.display())),
+        stderr.starts_with(&format!(
+            "error: {}: line 2: invalid type: integer `42`",
+            input.display()
+        )),
         "{stderr}"
     );
 }
@@ -138,5 +152,8 @@ fn a_bad_config_argument_is_a_usage_error() {
 
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("expected KEY=VALUE, got \"no-equals-sign\""), "{stderr}");
+    assert!(
+        stderr.contains("expected KEY=VALUE, got \"no-equals-sign\""),
+        "{stderr}"
+    );
 }

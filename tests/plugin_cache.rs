@@ -31,8 +31,12 @@ fn a_changed_file_is_a_new_version_and_is_compiled() {
     let cache = TempDir::new().unwrap();
     let runtime = PluginRuntime::new(Some(cache.path())).unwrap();
 
-    let uppercase = runtime.load_file(&rust_plugin("uppercase"), PluginSettings::default()).unwrap();
-    let fanout = runtime.load_file(&rust_plugin("fanout"), PluginSettings::default()).unwrap();
+    let uppercase = runtime
+        .load_file(&rust_plugin("uppercase"), PluginSettings::default())
+        .unwrap();
+    let fanout = runtime
+        .load_file(&rust_plugin("fanout"), PluginSettings::default())
+        .unwrap();
 
     assert_ne!(uppercase.version(), fanout.version());
     assert_eq!(runtime.compilations(), 2);

@@ -18,7 +18,9 @@ fn mirror() -> (TestRuntime, sluice::plugin::Plugin) {
 }
 
 fn with_headers(mut message: Message, headers: &[(&str, &str)]) -> Message {
-    message.headers.extend(headers.iter().map(|(name, value)| Header::new(*name, *value)));
+    message
+        .headers
+        .extend(headers.iter().map(|(name, value)| Header::new(*name, *value)));
     message
 }
 
@@ -86,23 +88,42 @@ fn tombstones_and_missing_keys_and_timestamps_stay_absent() {
 
     assert_eq!(tombstone_outputs[0].value, None, "a tombstone stays a tombstone");
     assert_eq!(tombstone_outputs[0].key, None);
-    assert_eq!(empty_outputs[0].value, Some(Vec::new()), "an empty value is not a tombstone");
-    assert!(tombstone_outputs[0].headers.contains(&Header::new("seen.timestamp-ms", "none")));
+    assert_eq!(
+        empty_outputs[0].value,
+        Some(Vec::new()),
+        "an empty value is not a tombstone"
+    );
+    assert!(
+        tombstone_outputs[0]
+            .headers
+            .contains(&Header::new("seen.timestamp-ms", "none"))
+    );
 }
 
 #[test]
 fn outputs_carry_topic_when_given_and_can_be_many_or_none() {
     let (_test, plugin) = mirror();
     let mut worker = plugin.worker();
-    let routed = with_headers(text_message(1, "x"), &[("mirror.topic", "elsewhere"), ("mirror.outputs", "3")]);
+    let routed = with_headers(
+        text_message(1, "x"),
+        &[("mirror.topic", "elsewhere"), ("mirror.outputs", "3")],
+    );
     let filtered = with_headers(text_message(2, "y"), &[("mirror.outputs", "0")]);
 
     let Verdict::Success(outputs) = worker.handle(&routed).unwrap() else {
         panic!("expected success")
     };
     assert_eq!(outputs.len(), 3);
-    assert!(outputs.iter().all(|output| output.topic.as_deref() == Some("elsewhere")));
-    assert!(outputs.iter().all(|output| output.value.as_deref() == Some(b"x".as_slice())));
+    assert!(
+        outputs
+            .iter()
+            .all(|output| output.topic.as_deref() == Some("elsewhere"))
+    );
+    assert!(
+        outputs
+            .iter()
+            .all(|output| output.value.as_deref() == Some(b"x".as_slice()))
+    );
 
     assert_eq!(worker.handle(&filtered).unwrap(), Verdict::Success(Vec::new()));
 }
@@ -113,9 +134,16 @@ fn retry_carries_reason_and_optional_delay() {
     let mut worker = plugin.worker();
     let with_delay = with_headers(
         text_message(1, "a"),
-        &[("mirror.verdict", "retry"), ("mirror.reason", "db busy"), ("mirror.delay-ms", "250")],
+        &[
+            ("mirror.verdict", "retry"),
+            ("mirror.reason", "db busy"),
+            ("mirror.delay-ms", "250"),
+        ],
     );
-    let without_delay = with_headers(text_message(2, "b"), &[("mirror.verdict", "retry"), ("mirror.reason", "later")]);
+    let without_delay = with_headers(
+        text_message(2, "b"),
+        &[("mirror.verdict", "retry"), ("mirror.reason", "later")],
+    );
 
     let delayed = worker.handle(&with_delay).unwrap();
     assert_eq!(
@@ -142,7 +170,10 @@ fn dead_letter_carries_its_reason() {
     let mut worker = plugin.worker();
     let message = with_headers(
         text_message(1, "a"),
-        &[("mirror.verdict", "dead-letter"), ("mirror.reason", "schema v1 is retired")],
+        &[
+            ("mirror.verdict", "dead-letter"),
+            ("mirror.reason", "schema v1 is retired"),
+        ],
     );
 
     let verdict = worker.handle(&message).unwrap();
@@ -186,7 +217,9 @@ fn one_instance_serves_many_calls() {
     for offset in 0..100 {
         worker.handle(&text_message(offset, "v")).unwrap();
     }
-    worker.handle_batch(&[text_message(100, "v"), text_message(101, "v")]).unwrap();
+    worker
+        .handle_batch(&[text_message(100, "v"), text_message(101, "v")])
+        .unwrap();
     assert_eq!(worker.instances_created(), 1);
 }
 
@@ -194,17 +227,62 @@ fn one_instance_serves_many_calls() {
 fn plugin_config_reaches_the_guest() {
     let test = TestRuntime::new();
     let settings = PluginSettings {
-        config: BTreeMap::from([("add.env".to_owned(), "prod".to_owned()), ("add.version".to_owned(), "3".to_owned())]),
+        config: BTreeMap::from([
+            ("add.env".to_owned(), "prod".to_owned()),
+            ("add.version".to_owned(), "3".to_owned()),
+        ]),
         ..PluginSettings::default()
     };
     let plugin = test.runtime.load_file(&rust_plugin("json-enrich"), settings).unwrap();
 
-    let verdict = plugin.worker().handle(&text_message(0, r#"{"user":"ada","route":"vip"}"#)).unwrap();
+    let verdict = plugin
+        .worker()
+        .handle(&text_message(0, r#"{"user":"ada","route":"vip"}"#))
+        .unwrap();
 
-    let Verdict::Success(outputs) = verdict else { panic!("expected success, got {verdict:?}") };
+    let Verdict::Success(outputs) = verdict else {
+        panic!("expected success, got {verdict:?}")
+    };
     assert_eq!(outputs[0].topic.as_deref(), Some("vip"));
     assert_eq!(
         String::from_utf8(outputs[0].value.clone().unwrap()).unwrap(),
         r#"{"user":"ada","route":"vip","env":"prod","version":3}"#
+    );
+}
+
+#[test]
+fn the_attempt_number_reaches_the_guest() {
+    let test = TestRuntime::new();
+    let settings = PluginSettings {
+        config: BTreeMap::from([
+            ("retries".to_owned(), "2".to_owned()),
+            ("delay-ms".to_owned(), "50".to_owned()),
+        ]),
+        ..PluginSettings::default()
+    };
+    let plugin = test.runtime.load_file(&rust_plugin("retry-n-times"), settings).unwrap();
+    let mut worker = plugin.worker();
+    let verdict_on_attempt = |worker: &mut sluice::plugin::PluginWorker, attempt| {
+        let mut message = text_message(0, "payload");
+        message.attempt = attempt;
+        worker.handle(&message).unwrap()
+    };
+
+    assert_eq!(
+        verdict_on_attempt(&mut worker, 1),
+        Verdict::Retry(RetryInfo {
+            reason: "attempt 1 of 3 is set up to fail".into(),
+            delay_ms: Some(50)
+        })
+    );
+    assert_eq!(verdict_on_attempt(&mut worker, 2).kind(), "retry");
+    assert_eq!(
+        verdict_on_attempt(&mut worker, 3),
+        Verdict::Success(vec![Output {
+            topic: None,
+            key: None,
+            value: Some(b"payload".to_vec()),
+            headers: Vec::new(),
+        }])
     );
 }

@@ -2,7 +2,7 @@
 //! comes back as a failure with a readable reason, and the next message runs
 //! on a fresh instance.
 
-use sluice::plugin::{FailureKind, Output, PluginLimits, PluginSettings, Verdict};
+use sluice::plugin::{FailureKind, Output, PluginFailure, PluginLimits, PluginSettings, Verdict};
 use sluice_tests::{TestRuntime, rust_plugin, text_message};
 
 fn settings(limits: PluginLimits) -> PluginSettings {
@@ -21,42 +21,52 @@ fn passed_through(value: &str) -> Verdict {
     }])
 }
 
+/// Call the plugin with a normal message, the marker, and a normal message
+/// again on one worker. Asserts the worker recovered on a fresh instance and
+/// returns the marker call's failure.
+fn fail_once_and_recover(plugin: &str, limits: PluginLimits, marker: &str) -> PluginFailure {
+    let test = TestRuntime::new();
+    let plugin = test.runtime.load_file(&rust_plugin(plugin), settings(limits)).unwrap();
+    let mut worker = plugin.worker();
+    assert_eq!(
+        worker.handle(&text_message(0, "before")).unwrap(),
+        passed_through("before")
+    );
+
+    let failure = worker.handle(&text_message(1, marker)).unwrap_err();
+
+    assert_eq!(
+        worker.handle(&text_message(2, "after")).unwrap(),
+        passed_through("after")
+    );
+    assert_eq!(worker.instances_created(), 2, "the failed instance was replaced");
+    failure
+}
+
 #[test]
 fn runaway_loop_is_stopped_by_the_deadline_and_the_worker_recovers() {
-    let test = TestRuntime::new();
     let limits = PluginLimits {
         deadline_ms: 200,
         ..PluginLimits::default()
     };
-    let plugin = test.runtime.load_file(&rust_plugin("infinite-loop"), settings(limits)).unwrap();
-    let mut worker = plugin.worker();
-    assert_eq!(worker.handle(&text_message(0, "before")).unwrap(), passed_through("before"));
 
-    let failure = worker.handle(&text_message(1, "LOOP")).unwrap_err();
+    let failure = fail_once_and_recover("infinite-loop", limits, "LOOP");
 
     assert_eq!(failure.kind, FailureKind::Deadline);
     assert_eq!(failure.reason, "plugin exceeded its 200 ms deadline");
-    assert_eq!(worker.handle(&text_message(2, "after")).unwrap(), passed_through("after"));
-    assert_eq!(worker.instances_created(), 2, "the interrupted instance was replaced");
 }
 
 #[test]
 fn unbounded_allocation_is_stopped_by_the_memory_cap_and_the_worker_recovers() {
-    let test = TestRuntime::new();
     let limits = PluginLimits {
         memory_mib: 32,
         ..PluginLimits::default()
     };
-    let plugin = test.runtime.load_file(&rust_plugin("memory-hog"), settings(limits)).unwrap();
-    let mut worker = plugin.worker();
-    assert_eq!(worker.handle(&text_message(0, "before")).unwrap(), passed_through("before"));
 
-    let failure = worker.handle(&text_message(1, "HOG")).unwrap_err();
+    let failure = fail_once_and_recover("memory-hog", limits, "HOG");
 
     assert_eq!(failure.kind, FailureKind::MemoryLimit);
     assert_eq!(failure.reason, "plugin exceeded its 32 MiB memory limit");
-    assert_eq!(worker.handle(&text_message(2, "after")).unwrap(), passed_through("after"));
-    assert_eq!(worker.instances_created(), 2);
 }
 
 #[test]
@@ -74,19 +84,13 @@ fn default_memory_cap_is_64_mib() {
 
 #[test]
 fn trap_on_marker_reports_the_panic_and_the_worker_recovers() {
-    let test = TestRuntime::new();
-    let plugin = test
-        .runtime
-        .load_file(&rust_plugin("trap-on-marker"), PluginSettings::default())
-        .unwrap();
-    let mut worker = plugin.worker();
-    assert_eq!(worker.handle(&text_message(0, "before")).unwrap(), passed_through("before"));
-
-    let failure = worker.handle(&text_message(1, "TRAP")).unwrap_err();
+    let failure = fail_once_and_recover("trap-on-marker", PluginLimits::default(), "TRAP");
 
     assert_eq!(failure.kind, FailureKind::Trap);
     assert!(
-        failure.reason.starts_with("plugin trapped: wasm `unreachable` instruction executed"),
+        failure
+            .reason
+            .starts_with("plugin trapped: wasm `unreachable` instruction executed"),
         "{}",
         failure.reason
     );
@@ -95,8 +99,6 @@ fn trap_on_marker_reports_the_panic_and_the_worker_recovers() {
         "the guest's panic message is quoted: {}",
         failure.reason
     );
-    assert_eq!(worker.handle(&text_message(2, "after")).unwrap(), passed_through("after"));
-    assert_eq!(worker.instances_created(), 2);
 }
 
 #[test]
@@ -111,7 +113,9 @@ fn a_trap_inside_a_batch_fails_the_batch_and_the_next_batch_runs() {
     let failure = worker
         .handle_batch(&[text_message(0, "ok"), text_message(1, "TRAP"), text_message(2, "ok")])
         .unwrap_err();
-    let next = worker.handle_batch(&[text_message(3, "a"), text_message(4, "b")]).unwrap();
+    let next = worker
+        .handle_batch(&[text_message(3, "a"), text_message(4, "b")])
+        .unwrap();
 
     assert_eq!(failure.kind, FailureKind::Trap);
     assert_eq!(next, vec![passed_through("a"), passed_through("b")]);

@@ -49,7 +49,7 @@ fn main() {
         .collect();
 
     println!("plugin runtime: uppercase (Rust guest), {VALUE_BYTES}-byte values, one worker");
-    println!("{:<34} {:>14} {:>14}  {}", "case", "msgs/s", "target", "");
+    println!("{:<34} {:>14} {:>14}", "case", "msgs/s", "target");
     for case in [
         Case {
             label: "handle, reused instance",
@@ -65,7 +65,11 @@ fn main() {
         let mut worker = plugin.worker();
         run(&mut worker, &messages, case.batched, WARM_UP);
         let rate = run(&mut worker, &messages, case.batched, MEASURE);
-        let verdict = if rate >= case.target_per_second { "ok" } else { "BELOW TARGET" };
+        let verdict = if rate >= case.target_per_second {
+            "ok"
+        } else {
+            "BELOW TARGET"
+        };
         println!(
             "{:<34} {:>14} {:>14}  {verdict}",
             case.label,

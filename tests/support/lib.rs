@@ -11,7 +11,9 @@ use tempfile::TempDir;
 
 /// The repository root.
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace root")
 }
 
 /// A built Rust guest plugin, by crate name (`uppercase`, `trap-on-marker`).

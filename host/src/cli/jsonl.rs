@@ -68,7 +68,9 @@ pub(crate) fn parse_message(line: &str, position: i64) -> Result<Message, String
             .into_iter()
             .map(|(name, value)| match value {
                 Value::String(text) => Ok(Header::new(name, text)),
-                other => Err(format!("header `{name}` must be a string in the object form, got {other}")),
+                other => Err(format!(
+                    "header `{name}` must be a string in the object form, got {other}"
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?,
         InputHeaders::List(list) => list
@@ -160,7 +162,10 @@ fn insert_bytes(object: &mut Map<String, Value>, name: &str, bytes: Option<&[u8]
     match bytes.map(std::str::from_utf8) {
         None => object.insert(name.into(), Value::Null),
         Some(Ok(text)) => object.insert(name.into(), text.into()),
-        Some(Err(_)) => object.insert(format!("{name}_base64"), BASE64.encode(bytes.unwrap_or_default()).into()),
+        Some(Err(_)) => object.insert(
+            format!("{name}_base64"),
+            BASE64.encode(bytes.unwrap_or_default()).into(),
+        ),
     };
 }
 
@@ -182,7 +187,11 @@ mod tests {
         assert_eq!(message.value, Some(vec![0, 1, 2]));
         assert_eq!(
             message.headers,
-            vec![Header::new("b", vec![0xff, 0xff]), Header::new("a", "x"), Header::new("b", "y")]
+            vec![
+                Header::new("b", vec![0xff, 0xff]),
+                Header::new("a", "x"),
+                Header::new("b", "y")
+            ]
         );
     }
 

@@ -87,7 +87,12 @@ pub(crate) fn run(runtime: &PluginRuntime, args: TestArgs) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_results(worker: &mut PluginWorker, messages: &[Message], batched: bool, out: &mut impl Write) -> anyhow::Result<()> {
+fn write_results(
+    worker: &mut PluginWorker,
+    messages: &[Message],
+    batched: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     if messages.is_empty() {
         return Ok(());
     }

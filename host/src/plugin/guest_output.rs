@@ -87,8 +87,12 @@ impl GuestOutput {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
         match self.stream {
-            GuestStream::Stdout => tracing::info!(target: "sluice::plugin::guest", plugin = %self.plugin, stream = "stdout", "{line}"),
-            GuestStream::Stderr => tracing::warn!(target: "sluice::plugin::guest", plugin = %self.plugin, stream = "stderr", "{line}"),
+            GuestStream::Stdout => {
+                tracing::info!(target: "sluice::plugin::guest", plugin = %self.plugin, stream = "stdout", "{line}")
+            }
+            GuestStream::Stderr => {
+                tracing::warn!(target: "sluice::plugin::guest", plugin = %self.plugin, stream = "stderr", "{line}")
+            }
         }
         if state.call_lines.len() == MAX_CAPTURED_LINES {
             state.call_lines.pop_front();

@@ -108,7 +108,13 @@ impl PluginRuntime {
 
     /// Load a plugin from bytes already in memory; `path` is used only in
     /// error messages.
-    pub fn load_bytes(&self, path: &Path, name: &str, bytes: &[u8], settings: PluginSettings) -> Result<Plugin, LoadError> {
+    pub fn load_bytes(
+        &self,
+        path: &Path,
+        name: &str,
+        bytes: &[u8],
+        settings: PluginSettings,
+    ) -> Result<Plugin, LoadError> {
         let path = path.to_owned();
         match inspect::wasm_kind(bytes) {
             WasmKind::Component => {}
@@ -136,15 +142,22 @@ impl PluginRuntime {
                     "missing export{} `{}` (it exports: {})",
                     if missing.len() == 1 { "" } else { "s" },
                     missing.join("`, `"),
-                    if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") },
+                    if exports.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        exports.join(", ")
+                    },
                 ),
             });
         }
 
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|error| LoadError::UnsatisfiedImports {
-            path: path.clone(),
-            reason: error.to_string(),
-        })?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|error| LoadError::UnsatisfiedImports {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
         let pre = MessageHandlerPre::new(instance_pre).map_err(|error| LoadError::WrongWorld {
             path: path.clone(),
             world: WORLD,
@@ -176,7 +189,9 @@ impl PluginRuntime {
         };
         let Some(cache) = &self.cache else {
             self.compilations.fetch_add(1, Ordering::Relaxed);
-            return Component::new(&self.engine, bytes).map(|component| (component, false)).map_err(invalid);
+            return Component::new(&self.engine, bytes)
+                .map(|component| (component, false))
+                .map_err(invalid);
         };
         if let Some(component) = cache.load(&self.engine, content_hash) {
             return Ok((component, true));

@@ -127,7 +127,10 @@ impl PluginWorker {
 
     fn describe_failure(&self, error: &wasmtime::Error, stderr: &[String]) -> PluginFailure {
         let limits = self.plugin.limits();
-        let refused_memory = self.live.as_ref().is_some_and(|live| live.store.data().limiter.refused_growth());
+        let refused_memory = self
+            .live
+            .as_ref()
+            .is_some_and(|live| live.store.data().limiter.refused_growth());
         if refused_memory || is_memory_exhaustion(error) {
             return PluginFailure {
                 kind: FailureKind::MemoryLimit,

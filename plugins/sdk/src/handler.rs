@@ -39,7 +39,7 @@ macro_rules! export_handler {
                 }
             }
 
-            $crate::bindings::export!(SluiceExports with_types_in $crate::bindings);
+    $crate::bindings::export!(SluiceExports with_types_in $crate::bindings);
         };
     };
 }

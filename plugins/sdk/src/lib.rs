@@ -40,6 +40,7 @@ extern crate self as sluice_plugin;
 /// re-exports at the crate root; this module is public for the
 /// `export_handler!` macro.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code, shaped by the WIT
 pub mod bindings {
     wit_bindgen::generate!({
         world: "message-handler",

@@ -15,7 +15,10 @@ impl Handler for Fanout {
             Ok(copies) => copies,
             Err(reason) => return Verdict::dead_letter(reason),
         };
-        let topics = [config::get_or("topic-a", "fanout-a"), config::get_or("topic-b", "fanout-b")];
+        let topics = [
+            config::get_or("topic-a", "fanout-a"),
+            config::get_or("topic-b", "fanout-b"),
+        ];
         Verdict::success((0..copies).map(|copy| {
             Output::from_message(message)
                 .to_topic(topics[copy as usize % 2].clone())

@@ -22,7 +22,9 @@ impl Handler for JsonEnrich {
         };
         let mut object = match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(object)) => object,
-            Ok(other) => return Verdict::dead_letter(format!("invalid JSON: expected an object, got {}", kind(&other))),
+            Ok(other) => {
+                return Verdict::dead_letter(format!("invalid JSON: expected an object, got {}", kind(&other)));
+            }
             Err(error) => return Verdict::dead_letter(format!("invalid JSON: {error}")),
         };
         add_configured_fields(&mut object);

@@ -18,7 +18,10 @@ struct Mirror;
 
 impl Handler for Mirror {
     fn handle(message: &Message) -> Verdict {
-        let reason = message.header_str("mirror.reason").unwrap_or("no reason given").to_owned();
+        let reason = message
+            .header_str("mirror.reason")
+            .unwrap_or("no reason given")
+            .to_owned();
         match message.header_str("mirror.verdict").unwrap_or("success") {
             "success" => success(message),
             "retry" => match message.header_str("mirror.delay-ms").map(str::parse::<u64>) {
@@ -43,7 +46,9 @@ fn success(message: &Message) -> Verdict {
         .filter(|header| !header.name.starts_with("mirror."))
         .cloned()
         .collect();
-    let timestamp = message.timestamp_ms.map_or_else(|| "none".to_owned(), |ms| ms.to_string());
+    let timestamp = message
+        .timestamp_ms
+        .map_or_else(|| "none".to_owned(), |ms| ms.to_string());
     headers.extend([
         Header::new("seen.topic", message.topic.clone()),
         Header::new("seen.partition", message.partition.to_string()),
