@@ -6,5 +6,8 @@
 //! Kafka.
 
 pub mod cli;
+pub mod config;
+pub mod kafka;
 pub mod observe;
+pub mod pipeline;
 pub mod plugin;

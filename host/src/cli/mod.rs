@@ -2,6 +2,7 @@
 
 mod check;
 mod jsonl;
+mod run_stage;
 mod test_plugin;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one pipeline stage from a stage file until SIGINT/SIGTERM.
+    Run(run_stage::RunArgs),
     /// Check that a file is a plugin sluice can run, and show what it exports.
     Check(check::CheckArgs),
     /// Run a plugin over messages from a JSON Lines file, without Kafka:
@@ -61,9 +64,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         cli.cache_dir.or_else(PluginRuntime::default_cache_dir)
     };
-    let runtime = PluginRuntime::new(cache_dir.as_deref())?;
     match cli.command {
-        Command::Check(args) => check::run(&runtime, args),
-        Command::Test(args) => test_plugin::run(&runtime, args),
+        Command::Run(args) => run_stage::run(cache_dir, args),
+        Command::Check(args) => check::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
+        Command::Test(args) => test_plugin::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
     }
 }

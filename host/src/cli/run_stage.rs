@@ -1,0 +1,136 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::jsonl;
+use crate::config::{self, StageConfig};
+use crate::kafka::{self, EmbeddedCluster, OutgoingRecord, SinkProducer};
+use crate::pipeline::{Stage, StageSummary};
+use crate::plugin::{PluginRuntime, PluginSettings};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The stage file (TOML). `SLUICE_*` environment variables override its
+    /// keys, e.g. SLUICE_KAFKA_BROKERS.
+    stage: PathBuf,
+}
+
+/// Partitions per topic on the embedded cluster unless the stage file says.
+const EMBEDDED_PARTITIONS: i32 = 4;
+
+/// Run one stage until SIGINT/SIGTERM (or, on the embedded cluster with a
+/// seed file, until every seeded message is finished), then print totals.
+pub(crate) fn run(cache_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = config::load(&args.stage)?;
+    let cache_dir = config.plugin.cache_dir.clone().or(cache_dir);
+    // Keep the runtime alive while the stage runs: it drives call deadlines.
+    let plugin_runtime = PluginRuntime::new(cache_dir.as_deref())?;
+    let plugin = plugin_runtime.load_file(
+        &config.plugin.path,
+        PluginSettings {
+            limits: config.plugin.limits,
+            config: config.plugin.config.clone(),
+        },
+    )?;
+    tracing::info!(plugin = plugin.name(), version = %plugin.version(), cached = plugin.loaded_from_cache(), "plugin loaded");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+
+    let (_embedded, bootstrap_servers) = if config.kafka.is_embedded() {
+        let cluster = start_embedded(&config)?;
+        let servers = cluster.bootstrap_servers();
+        (Some(cluster), servers)
+    } else {
+        (None, config.kafka.brokers.clone())
+    };
+    let seeded = match &config.embedded.seed {
+        Some(seed) if config.kafka.is_embedded() => Some(runtime.block_on(seed_messages(&config, &bootstrap_servers, seed))?),
+        _ => None,
+    };
+
+    let stage_name = config.stage.name.clone();
+    let stage = Stage::new(config, plugin, bootstrap_servers)?;
+    runtime.spawn(stop_on_signals(stage.shutdown_flag()));
+    let summary = runtime.block_on(stage.run(seeded))?;
+    print_summary(&stage_name, &summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn start_embedded(config: &StageConfig) -> anyhow::Result<EmbeddedCluster> {
+    let kafka = &config.kafka;
+    let mut topics: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
+    topics.extend([kafka.output_topic.as_str(), kafka.dead_letter_topic.as_str()]);
+    let partitions = config.embedded.partitions.unwrap_or(EMBEDDED_PARTITIONS);
+    let cluster = EmbeddedCluster::start(&topics, partitions).context("cannot start the embedded Kafka cluster")?;
+    tracing::info!(brokers = %cluster.bootstrap_servers(), partitions, "embedded Kafka cluster started");
+    Ok(cluster)
+}
+
+/// Produce the seed file's messages to the first input topic (or the input
+/// topic a line names), keeping each line's partition.
+async fn seed_messages(config: &StageConfig, bootstrap_servers: &str, seed: &Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(seed).with_context(|| format!("cannot read seed file {}", seed.display()))?;
+    let producer = SinkProducer::new(&kafka::producer_config(&config.kafka, bootstrap_servers))?;
+    let default_topic = &config.kafka.input_topics[0];
+    let mut deliveries = Vec::new();
+    for (index, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+        let message = jsonl::parse_message(line, deliveries.len() as i64)
+            .map_err(|reason| anyhow::anyhow!("{}: line {}: {reason}", seed.display(), index + 1))?;
+        let topic = if config.kafka.input_topics.contains(&message.topic) {
+            message.topic
+        } else {
+            default_topic.clone()
+        };
+        let record = OutgoingRecord {
+            topic,
+            key: message.key,
+            value: message.value,
+            headers: message.headers.into_iter().map(|header| (header.name, header.value)).collect(),
+        };
+        deliveries.push(producer.enqueue(&record).await);
+    }
+    let count = deliveries.len() as u64;
+    futures::future::try_join_all(deliveries).await.context("cannot seed the embedded cluster")?;
+    tracing::info!(messages = count, file = %seed.display(), "seeded the input topic");
+    Ok(count)
+}
+
+/// First SIGINT/SIGTERM: stop gracefully. Second: exit at once; nothing
+/// unfinished was committed, so at-least-once still holds.
+async fn stop_on_signals(shutdown: Arc<AtomicBool>) {
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        tracing::warn!("cannot listen for SIGTERM; stop the stage with Ctrl-C");
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutdown requested: finishing in-flight messages (signal again to exit at once)");
+    shutdown.store(true, Ordering::Relaxed);
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now; unfinished messages stay uncommitted and will be consumed again");
+    std::process::exit(130);
+}
+
+fn print_summary(stage: &str, summary: &StageSummary) {
+    println!("stage {stage} stopped");
+    println!("  received        {}", summary.received);
+    println!("  processed       {}", summary.finished);
+    println!("  outputs         {}", summary.outputs);
+    println!("  filtered        {}", summary.filtered);
+    println!("  retried         {}", summary.retries);
+    println!("  failed attempts {}", summary.failed_attempts);
+    println!("  dead-lettered   {}", summary.dead_lettered);
+}

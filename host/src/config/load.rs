@@ -1,0 +1,198 @@
+//! Reading and validating a stage file.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+
+use super::env::EnvOverride;
+use super::stage::StageConfig;
+
+/// Why a stage file cannot be used. Each message names the file or key at
+/// fault and what would make it right.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("stage file {path}: no such file")]
+    NotFound { path: PathBuf },
+    #[error("stage file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("stage file {path}: `{key}` {reason}")]
+    BadValue { path: PathBuf, key: &'static str, reason: String },
+}
+
+/// Read the stage file at `path`, apply `SLUICE_*` environment overrides and
+/// check every value. Relative paths inside the file (the plugin, the seed
+/// file) are resolved against the file's directory.
+pub fn load(path: &Path) -> Result<StageConfig, ConfigError> {
+    if !path.is_file() {
+        return Err(ConfigError::NotFound { path: path.to_owned() });
+    }
+    let mut figment = Figment::from(Toml::file_exact(path));
+    for variable in EnvOverride::from_environment() {
+        figment = figment.merge(variable);
+    }
+    let mut config: StageConfig = figment.extract().map_err(|error| ConfigError::Invalid {
+        path: path.to_owned(),
+        message: describe(error),
+    })?;
+
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.plugin.path = base.join(&config.plugin.path);
+    if let Some(seed) = &mut config.embedded.seed {
+        *seed = base.join(&*seed);
+    }
+    if let Some(cache_dir) = &mut config.plugin.cache_dir {
+        *cache_dir = base.join(&*cache_dir);
+    }
+    validate(&config).map_err(|(key, reason)| ConfigError::BadValue {
+        path: path.to_owned(),
+        key,
+        reason,
+    })?;
+    Ok(config)
+}
+
+/// All of figment's errors, one per line, with the key path each concerns.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|error| {
+            let key = error.path.join(".");
+            let source = error
+                .metadata
+                .as_ref()
+                .map(|metadata| metadata.name.to_string())
+                .filter(|name| name.starts_with("environment"))
+                .map(|name| format!(" (from {name})"))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("{}{source}", error.kind)
+            } else {
+                format!("`{key}`: {}{source}", error.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+type Invalid = (&'static str, String);
+
+fn validate(config: &StageConfig) -> Result<(), Invalid> {
+    let stage = &config.stage;
+    check_name("stage.name", &stage.name)?;
+    at_least("stage.batch_size", stage.batch_size as u64, 1)?;
+    at_least("stage.concurrency", stage.concurrency as u64, 1)?;
+    at_least("stage.max_in_flight_per_partition", stage.max_in_flight_per_partition as u64, 1)?;
+    at_least("stage.commit_interval_ms", stage.commit_interval_ms, 1)?;
+
+    let plugin = &config.plugin;
+    if !plugin.path.is_file() {
+        return Err(("plugin.path", format!("{}: no such file", plugin.path.display())));
+    }
+    at_least("plugin.limits.memory_mib", plugin.limits.memory_mib, 1)?;
+    at_least("plugin.limits.deadline_ms", plugin.limits.deadline_ms, 1)?;
+
+    let kafka = &config.kafka;
+    if !kafka.is_embedded() {
+        check_brokers(&kafka.brokers)?;
+    }
+    if kafka.group_id.trim().is_empty() {
+        return Err(("kafka.group_id", "must not be empty".to_owned()));
+    }
+    if kafka.input_topics.is_empty() {
+        return Err(("kafka.input_topics", "must name at least one topic".to_owned()));
+    }
+    for topic in &kafka.input_topics {
+        check_topic("kafka.input_topics", topic)?;
+    }
+    check_topic("kafka.output_topic", &kafka.output_topic)?;
+    check_topic("kafka.dead_letter_topic", &kafka.dead_letter_topic)?;
+    for (key, topic) in [
+        ("kafka.output_topic", &kafka.output_topic),
+        ("kafka.dead_letter_topic", &kafka.dead_letter_topic),
+    ] {
+        if kafka.input_topics.contains(topic) {
+            return Err((key, format!("`{topic}` is also an input topic; the stage would consume its own records")));
+        }
+    }
+    if let Some(create) = &kafka.create_topics {
+        at_least("kafka.create_topics.partitions", create.partitions as u64, 1)?;
+        at_least("kafka.create_topics.replication_factor", create.replication_factor as u64, 1)?;
+    }
+
+    let retry = &config.retry;
+    at_least("retry.max_attempts", retry.max_attempts.into(), 1)?;
+    if !(retry.multiplier >= 1.0 && retry.multiplier.is_finite()) {
+        return Err(("retry.multiplier", format!("must be at least 1.0, got {}", retry.multiplier)));
+    }
+    if !(0.0..=1.0).contains(&retry.jitter) {
+        return Err(("retry.jitter", format!("must be between 0.0 and 1.0, got {}", retry.jitter)));
+    }
+    if retry.initial_backoff_ms > retry.max_backoff_ms {
+        return Err((
+            "retry.initial_backoff_ms",
+            format!("({}) is larger than retry.max_backoff_ms ({})", retry.initial_backoff_ms, retry.max_backoff_ms),
+        ));
+    }
+
+    let embedded = &config.embedded;
+    if !kafka.is_embedded() && (embedded.seed.is_some() || embedded.partitions.is_some()) {
+        return Err(("embedded", "is only used when kafka.brokers = \"embedded\"".to_owned()));
+    }
+    if let Some(partitions) = embedded.partitions {
+        at_least("embedded.partitions", partitions as u64, 1)?;
+    }
+    if let Some(seed) = &embedded.seed
+        && !seed.is_file()
+    {
+        return Err(("embedded.seed", format!("{}: no such file", seed.display())));
+    }
+    Ok(())
+}
+
+fn at_least(key: &'static str, value: u64, minimum: u64) -> Result<(), Invalid> {
+    if value < minimum {
+        return Err((key, format!("must be at least {minimum}, got {value}")));
+    }
+    Ok(())
+}
+
+fn check_name(key: &'static str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Err((key, format!("{name:?} must be non-empty and use only letters, digits, `.`, `_` and `-`")));
+    }
+    Ok(())
+}
+
+/// Kafka's own rule: 1 to 249 characters of `[a-zA-Z0-9._-]`.
+fn check_topic(key: &'static str, topic: &str) -> Result<(), Invalid> {
+    if topic.len() > 249 || topic == "." || topic == ".." {
+        return Err((key, format!("{topic:?} is not a valid Kafka topic name")));
+    }
+    check_name(key, topic).map_err(|_| (key, format!("{topic:?} is not a valid Kafka topic name (use letters, digits, `.`, `_`, `-`)")))
+}
+
+fn check_brokers(brokers: &str) -> Result<(), Invalid> {
+    let bad = |entry: &str, why: &str| {
+        Err((
+            "kafka.brokers",
+            format!("{entry:?} is not a broker address: {why} (expected host:port[,host:port...] or \"embedded\")"),
+        ))
+    };
+    if brokers.trim().is_empty() {
+        return bad(brokers, "it is empty");
+    }
+    for entry in brokers.split(',').map(str::trim) {
+        let address = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return bad(entry, "it has no port");
+        };
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return bad(entry, "the host is missing or has spaces");
+        }
+        if port.parse::<u16>().map_or(true, |port| port == 0) {
+            return bad(entry, "the port is not a number from 1 to 65535");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The stage file (TOML) plus `SLUICE_*` environment overrides, validated
+//! before anything connects: a stage that starts has a config that makes
+//! sense, and a stage that does not says which key is wrong and why.
+
+mod env;
+mod load;
+mod stage;
+
+pub use load::{ConfigError, load};
+pub use stage::{
+    CreateTopics, EmbeddedSection, KafkaSection, PluginSection, RetrySection, StageConfig, StageSection,
+};

@@ -1,0 +1,214 @@
+//! The shape of a stage file. Every key is documented for users in
+//! `examples/stage.toml`; keep the two in step.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::plugin::PluginLimits;
+
+/// One pipeline stage: what to consume, which plugin decides, where results go.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    pub stage: StageSection,
+    pub plugin: PluginSection,
+    pub kafka: KafkaSection,
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// Only for `kafka.brokers = "embedded"`.
+    #[serde(default)]
+    pub embedded: EmbeddedSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSection {
+    /// Names the stage in logs, metrics and dead-letter headers.
+    pub name: String,
+    /// Messages handed to the plugin per `handle-batch` call, at most.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Plugin calls running at once across all partitions; defaults to the
+    /// number of CPUs.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Messages a partition may have handled but not yet acknowledged by the
+    /// broker; past this the partition waits for acknowledgements.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight_per_partition: usize,
+    /// How often finished offsets are committed, in milliseconds.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// On shutdown or revocation, how long in-flight work may take to finish
+    /// before it is abandoned (abandoned work is not committed, so it is
+    /// consumed again later), in milliseconds.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// The plugin file; relative paths are relative to the stage file.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub limits: PluginLimits,
+    /// Values the plugin reads through its `config` import. Numbers and
+    /// booleans are passed as their text.
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub config: BTreeMap<String, String>,
+    /// Where compiled plugins are cached; defaults to the user's cache dir.
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `host:port[,host:port...]`, or `embedded` for an in-process cluster.
+    pub brokers: String,
+    pub group_id: String,
+    #[serde(deserialize_with = "string_or_list")]
+    pub input_topics: Vec<String>,
+    /// Where outputs without a topic of their own go.
+    pub output_topic: String,
+    pub dead_letter_topic: String,
+    /// Create missing topics at startup with these settings; without it,
+    /// missing topics are an error.
+    pub create_topics: Option<CreateTopics>,
+    /// librdkafka properties for both consumer and producer (TLS, SASL...).
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    #[serde(default, deserialize_with = "scalar_map")]
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl KafkaSection {
+    /// Whether the stage runs on an in-process mock cluster.
+    pub fn is_embedded(&self) -> bool {
+        self.brokers.trim() == "embedded"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopics {
+    pub partitions: i32,
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+}
+
+/// How a message that asked for a retry (or failed) is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySection {
+    /// Attempts in all, the first included; after the last the message is
+    /// dead-lettered with "retries exhausted: <last reason>".
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Each retry waits this many times longer than the one before.
+    pub multiplier: f64,
+    /// Random spread applied to each wait, as a fraction (0.2 = ±20%), so
+    /// many stages retrying at once do not move in lockstep.
+    pub jitter: f64,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            max_attempts: 5,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 10_000,
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedSection {
+    /// Partitions of each topic the embedded cluster creates (default 4).
+    pub partitions: Option<i32>,
+    /// A JSON Lines file of messages (the `sluice test` format) produced to
+    /// the first input topic before the stage starts; relative to the
+    /// stage file. With it, the stage stops once every seeded message is
+    /// finished and prints a summary.
+    pub seed: Option<PathBuf>,
+}
+
+fn default_batch_size() -> usize {
+    100
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+fn default_max_in_flight() -> usize {
+    10_000
+}
+
+fn default_commit_interval_ms() -> u64 {
+    1000
+}
+
+fn default_drain_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+/// TOML scalars of any type, kept as text: `retries = 3` and
+/// `retries = "3"` mean the same to a plugin.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+fn scalar_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let map = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                Scalar::Text(text) => text,
+                Scalar::Integer(number) => number.to_string(),
+                Scalar::Float(number) => number.to_string(),
+                Scalar::Boolean(flag) => flag.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
+}
+
+/// A list, or one comma-separated string (handy in environment variables).
+fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|topic| !topic.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(list) => list,
+    })
+}

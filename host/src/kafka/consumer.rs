@@ -1,0 +1,159 @@
+//! The stage's consumer: a consumer group member whose offsets move only
+//! when the pipeline says a message is finished.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use super::record::{ConsumedRecord, TopicPartition};
+
+/// Told about partitions coming and going. Called on the consumer's own
+/// thread, inside [`SourceConsumer::poll`], so it may block while work for
+/// revoked partitions winds down.
+pub trait RebalanceListener: Send + Sync + 'static {
+    /// These partitions are about to be taken away. Stop their work and
+    /// return, for each, the offset to commit (the next offset to read), if
+    /// anything was finished; they are committed before the partitions go.
+    fn partitions_revoked(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)>;
+
+    /// These partitions are now this member's.
+    fn partitions_assigned(&self, partitions: &[TopicPartition]);
+}
+
+struct ListenerContext<L> {
+    listener: Arc<L>,
+}
+
+impl<L: RebalanceListener> ClientContext for ListenerContext<L> {}
+
+impl<L: RebalanceListener> ConsumerContext for ListenerContext<L> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let partitions = partitions_of(list);
+            tracing::info!(partitions = %describe(&partitions), "partitions revoked");
+            let offsets = self.listener.partitions_revoked(&partitions);
+            if let Err(error) = commit_offsets(consumer, &offsets, CommitMode::Sync) {
+                tracing::warn!(%error, "could not commit finished offsets of revoked partitions; their new owner will re-read from the last commit");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions = partitions_of(list);
+                tracing::info!(partitions = %describe(&partitions), "partitions assigned");
+                self.listener.partitions_assigned(&partitions);
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "consumer group rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// A consumer group member reading the stage's input topics.
+pub struct SourceConsumer<L: RebalanceListener> {
+    consumer: BaseConsumer<ListenerContext<L>>,
+}
+
+impl<L: RebalanceListener> SourceConsumer<L> {
+    /// Join the group and subscribe to `topics`.
+    pub fn subscribe(config: &ClientConfig, topics: &[String], listener: Arc<L>) -> Result<Self, KafkaError> {
+        let consumer: BaseConsumer<ListenerContext<L>> = config.create_with_context(ListenerContext { listener })?;
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(SourceConsumer { consumer })
+    }
+
+    /// The next record, waiting at most `timeout`. Rebalance callbacks run
+    /// inside this call.
+    pub fn poll(&self, timeout: Duration) -> Option<Result<ConsumedRecord, KafkaError>> {
+        self.consumer.poll(timeout).map(|result| {
+            result.map(|message| {
+                let partition = TopicPartition::new(rdkafka::Message::topic(&message), rdkafka::Message::partition(&message));
+                ConsumedRecord::from_message(&message, partition)
+            })
+        })
+    }
+
+    /// Stop fetching one partition (records already fetched may still come).
+    pub fn pause(&self, partition: &TopicPartition) -> Result<(), KafkaError> {
+        self.consumer.pause(&single(partition))
+    }
+
+    /// Fetch one partition again, from the record after the last one polled.
+    pub fn resume(&self, partition: &TopicPartition) -> Result<(), KafkaError> {
+        self.consumer.resume(&single(partition))
+    }
+
+    /// Commit `offsets` (each the next offset to read). `sync` waits for the
+    /// group coordinator's answer.
+    pub fn commit(&self, offsets: &[(TopicPartition, i64)], sync: bool) -> Result<(), KafkaError> {
+        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        commit_offsets(&self.consumer, offsets, mode)
+    }
+
+    /// The group's committed offsets for these partitions, as the broker
+    /// has them.
+    pub fn committed(&self, partitions: &[TopicPartition], timeout: Duration) -> Result<Vec<(TopicPartition, Option<i64>)>, KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for partition in partitions {
+            list.add_partition(&partition.topic, partition.partition);
+        }
+        let committed = self.consumer.committed_offsets(list, timeout)?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|element| {
+                let offset = match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                };
+                (TopicPartition::new(element.topic(), element.partition()), offset)
+            })
+            .collect())
+    }
+
+    /// Leave the group cleanly, so the partitions move without waiting for
+    /// the session timeout.
+    pub fn close(&self) {
+        self.consumer.unsubscribe();
+        // Serve the revocation callback the unsubscribe triggers.
+        for _ in 0..10 {
+            if self.consumer.poll(Duration::from_millis(100)).is_none() && self.consumer.assignment().map_or(true, |list| list.count() == 0) {
+                break;
+            }
+        }
+    }
+}
+
+fn commit_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, offsets: &[(TopicPartition, i64)], mode: CommitMode) -> Result<(), KafkaError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in offsets {
+        list.add_partition_offset(&partition.topic, partition.partition, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&list, mode)
+}
+
+fn single(partition: &TopicPartition) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&partition.topic, partition.partition);
+    list
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
+    list.elements()
+        .iter()
+        .map(|element| TopicPartition::new(element.topic(), element.partition()))
+        .collect()
+}
+
+fn describe(partitions: &[TopicPartition]) -> String {
+    partitions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,22 @@
+//! Kafka in and out: the consumer that feeds a stage, the producer that
+//! carries its results, topic checks, and the embedded cluster.
+//!
+//! This module knows nothing of Wasm. Records cross into the pipeline as
+//! plain owned data ([`ConsumedRecord`]) and come back as
+//! [`OutgoingRecord`]s; the pipeline decides what happens in between.
+
+mod client_config;
+mod consumer;
+mod embedded;
+mod producer;
+mod record;
+mod topics;
+
+pub use client_config::{consumer_config, producer_config};
+pub use consumer::{RebalanceListener, SourceConsumer};
+pub use embedded::EmbeddedCluster;
+pub use producer::{DeliveryError, PendingDelivery, SinkProducer};
+pub use record::{ConsumedRecord, OutgoingRecord, TopicPartition};
+pub use topics::{TopicError, ensure_topics};
+
+pub use rdkafka::error::KafkaError;

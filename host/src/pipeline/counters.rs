@@ -1,0 +1,85 @@
+//! Running totals of what a stage did, shared by its workers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counted as things become durable, so the totals can be trusted: an
+/// output counts once the broker acknowledged it.
+#[derive(Debug, Default)]
+pub struct StageCounters {
+    received: AtomicU64,
+    finished: AtomicU64,
+    outputs: AtomicU64,
+    filtered: AtomicU64,
+    retries: AtomicU64,
+    failed_attempts: AtomicU64,
+    delivery_failures: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+/// A snapshot of [`StageCounters`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StageSummary {
+    /// Messages consumed from the input topics.
+    pub received: u64,
+    /// Messages whose verdict is carried out and durable (committable).
+    pub finished: u64,
+    /// Output records acknowledged by the broker.
+    pub outputs: u64,
+    /// Messages handled with no outputs.
+    pub filtered: u64,
+    /// Times a message was tried again.
+    pub retries: u64,
+    /// Plugin calls that trapped, ran out of time or memory.
+    pub failed_attempts: u64,
+    /// Records the broker refused after librdkafka's own retries.
+    pub delivery_failures: u64,
+    /// Messages acknowledged on the dead-letter topic.
+    pub dead_lettered: u64,
+}
+
+impl StageCounters {
+    pub(crate) fn received(&self, count: u64) {
+        self.received.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn outputs(&self, count: u64) {
+        self.outputs.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn filtered(&self) {
+        self.filtered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed_attempt(&self) {
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn delivery_failure(&self) {
+        self.delivery_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StageSummary {
+        StageSummary {
+            received: self.received.load(Ordering::Relaxed),
+            finished: self.finished.load(Ordering::Relaxed),
+            outputs: self.outputs.load(Ordering::Relaxed),
+            filtered: self.filtered.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
+            delivery_failures: self.delivery_failures.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+}

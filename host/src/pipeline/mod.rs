@@ -1,0 +1,23 @@
+//! The stage loop: message -> plugin -> verdict -> effects -> offset.
+//!
+//! The only module that knows both Kafka and Wasm. A consumer thread polls
+//! and routes records to one worker per assigned partition; each worker
+//! calls the plugin, produces outputs or dead-letter records, retries in
+//! place with backoff, and reports which offsets are finished. Offsets are
+//! committed only once everything a verdict asked for is acknowledged by the
+//! broker, and never past an unfinished message.
+
+mod consumer_loop;
+mod counters;
+mod dead_letter;
+mod offset_tracker;
+mod partition_worker;
+mod retry_policy;
+mod stage;
+
+pub use counters::{StageCounters, StageSummary};
+pub use dead_letter::DeadLetterHeaders;
+pub use offset_tracker::OffsetTracker;
+pub use partition_worker::PLUGIN_VERSION_HEADER;
+pub use retry_policy::RetryPolicy;
+pub use stage::{Stage, StageError};

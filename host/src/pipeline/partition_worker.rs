@@ -1,0 +1,435 @@
+//! One partition's worker: takes its messages in order, asks the plugin,
+//! carries out each verdict, and reports how far the partition is finished.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::counters::StageCounters;
+use super::dead_letter::DeadLetterHeaders;
+use super::offset_tracker::OffsetTracker;
+use super::retry_policy::RetryPolicy;
+use crate::kafka::{ConsumedRecord, DeliveryError, OutgoingRecord, SinkProducer, TopicPartition};
+use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginWorker, Verdict};
+
+/// Header naming the plugin version that produced an output record.
+pub const PLUGIN_VERSION_HEADER: &str = "sluice.plugin.version";
+
+/// What every partition worker of a stage shares.
+pub(crate) struct WorkerContext {
+    pub(crate) stage_name: String,
+    pub(crate) output_topic: String,
+    pub(crate) dead_letter_topic: String,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) batch_size: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) producer: Arc<SinkProducer>,
+    /// Bounds plugin calls running at once across partitions.
+    pub(crate) plugin_calls: Arc<Semaphore>,
+    pub(crate) counters: Arc<StageCounters>,
+    pub(crate) plugin: Plugin,
+    pub(crate) runtime: Handle,
+}
+
+/// What a worker and the consumer thread know about each other.
+#[derive(Debug)]
+pub(crate) struct PartitionShared {
+    /// Next offset to commit, or -1 before anything is finished.
+    committable: AtomicI64,
+    /// The worker is waiting out a retry backoff: fetching should pause.
+    backing_off: AtomicBool,
+}
+
+impl PartitionShared {
+    pub(crate) fn committable(&self) -> Option<i64> {
+        Some(self.committable.load(Ordering::Acquire)).filter(|offset| *offset >= 0)
+    }
+
+    pub(crate) fn backing_off(&self) -> bool {
+        self.backing_off.load(Ordering::Relaxed)
+    }
+}
+
+/// The consumer thread's handle on a running worker.
+pub(crate) struct WorkerHandle {
+    pub(crate) inbox: mpsc::Sender<ConsumedRecord>,
+    pub(crate) shared: Arc<PartitionShared>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// Start a worker for `partition` on the stage's runtime.
+pub(crate) fn spawn_worker(partition: TopicPartition, context: Arc<WorkerContext>) -> WorkerHandle {
+    let (sender, inbox) = mpsc::channel(context.batch_size.saturating_mul(4).max(1024));
+    let shared = Arc::new(PartitionShared {
+        committable: AtomicI64::new(-1),
+        backing_off: AtomicBool::new(false),
+    });
+    let stop = CancellationToken::new();
+    let worker = PartitionWorker {
+        partition,
+        plugin: Some(context.plugin.worker()),
+        context: context.clone(),
+        inbox,
+        backlog: VecDeque::new(),
+        tracker: OffsetTracker::new(),
+        in_flight: FuturesUnordered::new(),
+        shared: shared.clone(),
+        stop: stop.clone(),
+    };
+    let task = context.runtime.spawn(worker.run());
+    WorkerHandle {
+        inbox: sender,
+        shared,
+        stop,
+        task,
+    }
+}
+
+/// The worker was told to stop while it had work it could not finish.
+struct Stopped;
+
+/// A message whose verdict is carried out, waiting for the broker.
+struct Delivered {
+    message: Message,
+    result: Result<(), DeliveryError>,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Outputs(u64),
+    DeadLettered,
+}
+
+struct PartitionWorker {
+    partition: TopicPartition,
+    context: Arc<WorkerContext>,
+    /// Taken out while a call runs on the blocking pool.
+    plugin: Option<PluginWorker>,
+    inbox: mpsc::Receiver<ConsumedRecord>,
+    /// Messages taken but put back behind a retry, to handle next.
+    backlog: VecDeque<Message>,
+    tracker: OffsetTracker,
+    in_flight: FuturesUnordered<BoxFuture<'static, Delivered>>,
+    shared: Arc<PartitionShared>,
+    stop: CancellationToken,
+}
+
+impl PartitionWorker {
+    async fn run(mut self) {
+        let batch_size = self.context.batch_size;
+        let mut received = Vec::with_capacity(batch_size);
+        loop {
+            if !self.backlog.is_empty() {
+                let count = batch_size.min(self.backlog.len());
+                let messages: Vec<Message> = self.backlog.drain(..count).collect();
+                if self.process(messages).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                Some(delivered) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    if self.on_delivered(delivered).await.is_err() {
+                        break;
+                    }
+                }
+                count = self.inbox.recv_many(&mut received, batch_size), if self.in_flight.len() < self.context.max_in_flight => {
+                    if count == 0 {
+                        break;
+                    }
+                    let messages: Vec<Message> = received.drain(..).map(into_message).collect();
+                    for message in &messages {
+                        self.tracker.take(message.offset);
+                    }
+                    if self.process(messages).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Ask the plugin about `messages` and act on the verdicts in order. At
+    /// the first retry or failure the rest go back to the backlog and the
+    /// message is retried in place, so the partition's order holds.
+    async fn process(&mut self, messages: Vec<Message>) -> Result<(), Stopped> {
+        let (messages, results) = self.call_plugin(messages).await;
+        let mut messages = messages.into_iter();
+        for result in results {
+            let message = messages.next().expect("a result per message at most");
+            match result {
+                Ok(Verdict::Success(outputs)) => self.produce_outputs(message, outputs).await,
+                Ok(Verdict::DeadLetter(reason)) => self.produce_dead_letter(message, reason).await,
+                Ok(Verdict::Retry(retry)) => {
+                    self.put_back(messages);
+                    let delay = retry.requested_delay();
+                    return self.retry_in_place(message, retry.reason, delay).await;
+                }
+                Err(failure) => {
+                    self.context.counters.failed_attempt();
+                    self.put_back(messages);
+                    return self.retry_in_place(message, failure.reason, None).await;
+                }
+            }
+        }
+        self.put_back(messages);
+        Ok(())
+    }
+
+    fn put_back(&mut self, rest: impl DoubleEndedIterator<Item = Message>) {
+        for message in rest.rev() {
+            self.backlog.push_front(message);
+        }
+    }
+
+    /// Back off and try `message` again until it succeeds, dead-letters, or
+    /// runs out of attempts. Fetching for this partition pauses meanwhile;
+    /// other partitions carry on.
+    async fn retry_in_place(&mut self, mut message: Message, mut reason: String, mut requested: Option<Duration>) -> Result<(), Stopped> {
+        let outcome = loop {
+            if !self.context.retry.allows_another_attempt(message.attempt) {
+                let reason = format!("retries exhausted: {reason}");
+                self.produce_dead_letter(message, reason).await;
+                break Ok(());
+            }
+            let delay = self.context.retry.delay_after(message.attempt, requested);
+            self.context.counters.retry();
+            self.shared.backing_off.store(true, Ordering::Relaxed);
+            tracing::debug!(partition = %self.partition, offset = message.offset, attempt = message.attempt, ?delay, %reason, "retrying after backoff");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.cancelled() => break Err(Stopped),
+            }
+            message.attempt += 1;
+            let (mut messages, mut results) = self.call_plugin(vec![message]).await;
+            message = messages.pop().expect("the message comes back");
+            match results.pop().expect("one result for one message") {
+                Ok(Verdict::Success(outputs)) => {
+                    self.produce_outputs(message, outputs).await;
+                    break Ok(());
+                }
+                Ok(Verdict::DeadLetter(dead_letter_reason)) => {
+                    self.produce_dead_letter(message, dead_letter_reason).await;
+                    break Ok(());
+                }
+                Ok(Verdict::Retry(retry)) => {
+                    requested = retry.requested_delay();
+                    reason = retry.reason;
+                }
+                Err(failure) => {
+                    self.context.counters.failed_attempt();
+                    requested = None;
+                    reason = failure.reason;
+                }
+            }
+        };
+        self.shared.backing_off.store(false, Ordering::Relaxed);
+        outcome
+    }
+
+    /// Run the plugin on the blocking pool (Wasm is CPU work; it must not
+    /// hold up the async reactor). Returns the messages and one result per
+    /// message, possibly fewer: after a failed batch the messages are
+    /// retried one by one to find the culprit, stopping at it.
+    async fn call_plugin(&mut self, messages: Vec<Message>) -> (Vec<Message>, Vec<Result<Verdict, PluginFailure>>) {
+        let _permit = self
+            .context
+            .plugin_calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the plugin-call semaphore is never closed");
+        let mut plugin = self.plugin.take().expect("the plugin worker is home between calls");
+        let (plugin, messages, results) = tokio::task::spawn_blocking(move || {
+            let results = call_in_order(&mut plugin, &messages);
+            (plugin, messages, results)
+        })
+        .await
+        .expect("a plugin call panicked in the host");
+        self.plugin = Some(plugin);
+        (messages, results)
+    }
+
+    async fn produce_outputs(&mut self, message: Message, outputs: Vec<Output>) {
+        if outputs.is_empty() {
+            self.context.counters.filtered();
+            self.finish(message.offset);
+            return;
+        }
+        let version = self.context.plugin.version().full().as_bytes().to_vec();
+        let count = outputs.len() as u64;
+        let mut deliveries = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let mut headers: Vec<(String, Vec<u8>)> = output
+                .headers
+                .into_iter()
+                .filter(|header| header.name != PLUGIN_VERSION_HEADER)
+                .map(|header| (header.name, header.value))
+                .collect();
+            headers.push((PLUGIN_VERSION_HEADER.to_owned(), version.clone()));
+            let record = OutgoingRecord {
+                topic: output.topic.unwrap_or_else(|| self.context.output_topic.clone()),
+                key: output.key,
+                value: output.value,
+                headers,
+            };
+            deliveries.push(self.context.producer.enqueue(&record).await);
+        }
+        self.in_flight.push(Box::pin(async move {
+            let result = futures::future::try_join_all(deliveries).await.map(|_| ());
+            Delivered {
+                message,
+                result,
+                outcome: Outcome::Outputs(count),
+            }
+        }));
+    }
+
+    async fn produce_dead_letter(&mut self, message: Message, reason: String) {
+        let plugin = &self.context.plugin;
+        tracing::info!(partition = %self.partition, offset = message.offset, attempts = message.attempt, %reason, "dead-lettering message");
+        let why = DeadLetterHeaders {
+            reason,
+            source_topic: message.topic.clone(),
+            source_partition: message.partition,
+            source_offset: message.offset,
+            source_timestamp_ms: message.timestamp_ms,
+            attempts: message.attempt,
+            stage: self.context.stage_name.clone(),
+            plugin_name: plugin.name().to_owned(),
+            plugin_version: plugin.version().full().to_owned(),
+            failed_at: SystemTime::now(),
+        };
+        let mut headers: Vec<(String, Vec<u8>)> = message
+            .headers
+            .iter()
+            .map(|header| (header.name.clone(), header.value.clone()))
+            .collect();
+        headers.extend(why.to_headers());
+        let record = OutgoingRecord {
+            topic: self.context.dead_letter_topic.clone(),
+            key: message.key.clone(),
+            value: message.value.clone(),
+            headers,
+        };
+        let delivery = self.context.producer.enqueue(&record).await;
+        self.in_flight.push(Box::pin(async move {
+            Delivered {
+                result: delivery.await,
+                message,
+                outcome: Outcome::DeadLettered,
+            }
+        }));
+    }
+
+    /// A message's records were acknowledged, or failed for good. A failure
+    /// is a failed attempt: the message is tried again.
+    async fn on_delivered(&mut self, delivered: Delivered) -> Result<(), Stopped> {
+        match delivered.result {
+            Ok(()) => {
+                match delivered.outcome {
+                    Outcome::Outputs(count) => self.context.counters.outputs(count),
+                    Outcome::DeadLettered => self.context.counters.dead_lettered(),
+                }
+                self.finish(delivered.message.offset);
+                Ok(())
+            }
+            Err(error) => {
+                self.context.counters.delivery_failure();
+                tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed after the producer's retries; trying the message again");
+                self.retry_in_place(delivered.message, format!("delivery failed: {error}"), None).await
+            }
+        }
+    }
+
+    fn finish(&mut self, offset: i64) {
+        self.context.counters.finished();
+        self.tracker.finish(offset);
+        if let Some(committable) = self.tracker.committable() {
+            self.shared.committable.store(committable, Ordering::Release);
+        }
+    }
+
+    /// Stopping: wait (bounded) for acknowledgements already under way, so
+    /// their messages count as finished; anything else stays unfinished and
+    /// uncommitted, to be consumed again by whoever owns the partition next.
+    async fn drain(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.context.drain_timeout;
+        while !self.in_flight.is_empty() {
+            match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
+                Ok(Some(Delivered {
+                    result: Ok(()),
+                    message,
+                    outcome,
+                })) => {
+                    match outcome {
+                        Outcome::Outputs(count) => self.context.counters.outputs(count),
+                        Outcome::DeadLettered => self.context.counters.dead_lettered(),
+                    }
+                    self.finish(message.offset);
+                }
+                Ok(Some(Delivered { result: Err(error), message, .. })) => {
+                    tracing::warn!(partition = %self.partition, offset = message.offset, %error, "delivery failed while stopping; the message stays uncommitted");
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(partition = %self.partition, abandoned = self.in_flight.len(), "stopping before every acknowledgement arrived; those messages stay uncommitted");
+                    break;
+                }
+            }
+        }
+        tracing::debug!(partition = %self.partition, committable = ?self.tracker.committable(), unfinished = self.tracker.unfinished(), "partition worker stopped");
+    }
+}
+
+/// Call the plugin on `messages`: as one batch when there are several; if
+/// the batch fails, one by one up to and including the first failure.
+fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<Verdict, PluginFailure>> {
+    if messages.len() > 1 {
+        match plugin.handle_batch(messages) {
+            Ok(verdicts) => return verdicts.into_iter().map(Ok).collect(),
+            Err(failure) => tracing::debug!(reason = %failure.reason, "batch call failed; handling its messages one by one"),
+        }
+    }
+    let mut results = Vec::with_capacity(messages.len());
+    for message in messages {
+        let result = plugin.handle(message);
+        let stop = !matches!(result, Ok(Verdict::Success(_)) | Ok(Verdict::DeadLetter(_)));
+        results.push(result);
+        if stop {
+            break;
+        }
+    }
+    results
+}
+
+fn into_message(record: ConsumedRecord) -> Message {
+    Message {
+        topic: record.partition.topic.to_string(),
+        partition: record.partition.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp_ms,
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(name, value)| Header { name, value })
+            .collect(),
+        attempt: 1,
+    }
+}
