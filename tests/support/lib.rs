@@ -4,6 +4,11 @@
 //! `scripts/test` builds the guest plugins and the binary before running
 //! the tests; run it once, then `cargo test --release` alone works too.
 
+pub mod broker;
+pub mod kafka;
+pub mod process;
+pub mod stage;
+
 use std::path::{Path, PathBuf};
 
 use sluice::plugin::{Message, PluginRuntime};
@@ -73,4 +78,15 @@ impl Default for TestRuntime {
 /// A first-attempt message with a text value on `input` partition 0.
 pub fn text_message(offset: i64, value: &str) -> Message {
     Message::new("input", 0, offset, Some(value.as_bytes().to_vec()))
+}
+
+/// A plugin file's version as sluice reports it: its SHA-256 in hex.
+pub fn file_sha256(path: &Path) -> String {
+    let output = std::process::Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
+    String::from_utf8(output.stdout)
+        .expect("sha256sum prints text")
+        .split_whitespace()
+        .next()
+        .expect("a hash")
+        .to_owned()
 }

@@ -1,0 +1,105 @@
+//! A stage file with a mistake fails at once, naming the key and the
+//! problem, before anything connects.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sluice_tests::broker::free_port;
+use sluice_tests::rust_plugin;
+use sluice_tests::stage::{StageFile, StageSpec};
+
+fn spec_toml(brokers: &str, plugin: &Path, extra: &str) -> String {
+    StageSpec {
+        brokers,
+        plugin,
+        group: "g",
+        input: "in",
+        output: "out",
+        dead_letter: "dlq",
+        extra,
+    }
+    .to_toml()
+}
+
+fn run(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let stage = StageFile::new(toml);
+    let mut command = std::process::Command::new(sluice_tests::sluice_bin());
+    command.arg("run").arg(&stage.path).env("SLUICE_CACHE_DIR", stage.dir.path().join("cache"));
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("sluice runs");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn an_unknown_key_is_named() {
+    let toml = spec_toml("127.0.0.1:9092", &rust_plugin("uppercase"), "").replace("group_id", "grup_id");
+
+    let (code, stderr) = run(&toml, &[]);
+
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`kafka.grup_id`: unknown field: found `grup_id`"), "{stderr}");
+}
+
+#[test]
+fn a_missing_plugin_file_is_named() {
+    let toml = spec_toml("127.0.0.1:9092", Path::new("/nowhere/missing.wasm"), "");
+
+    let (code, stderr) = run(&toml, &[]);
+
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`plugin.path` /nowhere/missing.wasm: no such file"), "{stderr}");
+}
+
+#[test]
+fn a_malformed_broker_address_is_named() {
+    let toml = spec_toml("localhost", &rust_plugin("uppercase"), "");
+
+    let (code, stderr) = run(&toml, &[]);
+
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("`kafka.brokers` \"localhost\" is not a broker address: it has no port"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn environment_overrides_apply_and_their_errors_name_the_variable() {
+    let toml = spec_toml("127.0.0.1:9092", &rust_plugin("uppercase"), "");
+
+    let (bad_brokers, brokers_error) = run(&toml, &[("SLUICE_KAFKA_BROKERS", "nohost:")]);
+    let (bad_number, number_error) = run(&toml, &[("SLUICE_RETRY_MAX_ATTEMPTS", "lots")]);
+
+    assert_eq!(bad_brokers, Some(1));
+    assert!(brokers_error.contains("\"nohost:\" is not a broker address"), "{brokers_error}");
+    assert_eq!(bad_number, Some(1));
+    assert!(
+        number_error.contains("`retry.max_attempts`") && number_error.contains("environment variable SLUICE_RETRY_MAX_ATTEMPTS"),
+        "{number_error}"
+    );
+}
+
+#[test]
+fn out_of_range_values_are_explained() {
+    let toml = spec_toml("127.0.0.1:9092", &rust_plugin("uppercase"), "[retry]\njitter = 3.0\n");
+
+    let (code, stderr) = run(&toml, &[]);
+
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`retry.jitter` must be between 0.0 and 1.0, got 3"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_broker_fails_with_the_address() {
+    let address = format!("127.0.0.1:{}", free_port());
+    let toml = spec_toml(&address, &rust_plugin("uppercase"), "");
+    let started = std::time::Instant::now();
+
+    let (code, stderr) = run(&toml, &[]);
+
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains(&format!("cannot read cluster metadata from {address}")), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

@@ -1,0 +1,155 @@
+//! `sluice run` as a child process, with its own stage file, cache and log.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::process::kill_with_parent;
+use crate::sluice_bin;
+
+/// The usual shape of a test stage; `extra` is appended verbatim (more
+/// tables such as `[retry]` or `[plugin.config]`).
+pub struct StageSpec<'a> {
+    pub brokers: &'a str,
+    pub plugin: &'a Path,
+    pub group: &'a str,
+    pub input: &'a str,
+    pub output: &'a str,
+    pub dead_letter: &'a str,
+    pub extra: &'a str,
+}
+
+impl StageSpec<'_> {
+    pub fn to_toml(&self) -> String {
+        format!(
+            r#"[stage]
+name = "test-stage"
+commit_interval_ms = 200
+
+[plugin]
+path = "{plugin}"
+
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["{input}"]
+output_topic = "{output}"
+dead_letter_topic = "{dead_letter}"
+
+{extra}
+"#,
+            plugin = self.plugin.display(),
+            brokers = self.brokers,
+            group = self.group,
+            input = self.input,
+            output = self.output,
+            dead_letter = self.dead_letter,
+            extra = self.extra,
+        )
+    }
+}
+
+/// A stage file on disk plus a private compiled-plugin cache.
+pub struct StageFile {
+    pub dir: TempDir,
+    pub path: PathBuf,
+}
+
+impl StageFile {
+    pub fn new(toml: &str) -> StageFile {
+        let dir = TempDir::new().expect("stage directory");
+        let path = dir.path().join("stage.toml");
+        std::fs::write(&path, toml).expect("write stage file");
+        StageFile { dir, path }
+    }
+
+    /// Start `sluice run` on this file; its log goes to `log_name` in the
+    /// stage's directory.
+    pub fn start(&self, log_name: &str) -> StageProcess {
+        let log_path = self.dir.path().join(log_name);
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut command = Command::new(sluice_bin());
+        command
+            .arg("run")
+            .arg(&self.path)
+            .env("SLUICE_CACHE_DIR", self.dir.path().join("cache"))
+            .env("SLUICE_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env_remove("RUST_LOG")
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .stdin(Stdio::null());
+        kill_with_parent(&mut command);
+        StageProcess {
+            child: command.spawn().expect("sluice starts"),
+            log: log_path,
+        }
+    }
+
+    /// Run `sluice run` to completion with a time limit; returns exit status
+    /// and everything it printed.
+    pub fn run_to_exit(&self, limit: Duration) -> (ExitStatus, String) {
+        let mut process = self.start("run.log");
+        let status = process.wait(limit).expect("sluice exits in time");
+        (status, process.log())
+    }
+}
+
+/// A running `sluice run`.
+pub struct StageProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl StageProcess {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send a signal (`libc::SIGTERM`, `libc::SIGKILL`, ...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Wait for exit, up to `limit`; `None` if it is still running.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for sluice") {
+                return Some(status);
+            }
+            if started.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the stage has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Block until the log contains `text` (or `limit` passes).
+    pub fn wait_for_log(&self, text: &str, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.log().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for StageProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
