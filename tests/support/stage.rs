@@ -75,7 +75,10 @@ impl StageFile {
             .arg("run")
             .arg(&self.path)
             .env("SLUICE_CACHE_DIR", self.dir.path().join("cache"))
-            .env("SLUICE_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env(
+                "SLUICE_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".to_owned()),
+            )
             .env_remove("RUST_LOG")
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

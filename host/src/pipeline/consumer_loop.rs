@@ -158,7 +158,10 @@ fn set_paused(consumer: &SourceConsumer<WorkerRegistry>, partition: &TopicPartit
     }
     let result = if pause { consumer.pause(partition) } else { consumer.resume(partition) };
     match result {
-        Ok(()) => entry.paused = pause,
+        Ok(()) => {
+            tracing::debug!(%partition, pause, stashed = entry.stash.len(), "partition fetch state changed");
+            entry.paused = pause;
+        }
         Err(error) => tracing::warn!(%partition, pause, %error, "could not change the partition's fetch state"),
     }
 }
