@@ -41,9 +41,14 @@ impl<L: RebalanceListener> ConsumerContext for ListenerContext<L> {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
+                // librdkafka remembers a pause across revoke and re-assign of
+                // the same partition; a newly assigned partition must fetch.
+                if let Err(error) = consumer.resume(list) {
+                    tracing::warn!(%error, "could not clear the fetch pause of newly assigned partitions");
+                }
                 let partitions = partitions_of(list);
                 tracing::info!(partitions = %describe(&partitions), "partitions assigned");
                 self.listener.partitions_assigned(&partitions);
