@@ -24,12 +24,18 @@ fn spec_toml(brokers: &str, plugin: &Path, extra: &str) -> String {
 fn run(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let stage = StageFile::new(toml);
     let mut command = std::process::Command::new(sluice_tests::sluice_bin());
-    command.arg("run").arg(&stage.path).env("SLUICE_CACHE_DIR", stage.dir.path().join("cache"));
+    command
+        .arg("run")
+        .arg(&stage.path)
+        .env("SLUICE_CACHE_DIR", stage.dir.path().join("cache"));
     for (name, value) in env {
         command.env(name, value);
     }
     let output = command.output().expect("sluice runs");
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -39,7 +45,10 @@ fn an_unknown_key_is_named() {
     let (code, stderr) = run(&toml, &[]);
 
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("`kafka.grup_id`: unknown field: found `grup_id`"), "{stderr}");
+    assert!(
+        stderr.contains("`kafka.grup_id`: unknown field: found `grup_id`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -49,7 +58,10 @@ fn a_missing_plugin_file_is_named() {
     let (code, stderr) = run(&toml, &[]);
 
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("`plugin.path` /nowhere/missing.wasm: no such file"), "{stderr}");
+    assert!(
+        stderr.contains("`plugin.path` /nowhere/missing.wasm: no such file"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -73,10 +85,14 @@ fn environment_overrides_apply_and_their_errors_name_the_variable() {
     let (bad_number, number_error) = run(&toml, &[("SLUICE_RETRY_MAX_ATTEMPTS", "lots")]);
 
     assert_eq!(bad_brokers, Some(1));
-    assert!(brokers_error.contains("\"nohost:\" is not a broker address"), "{brokers_error}");
+    assert!(
+        brokers_error.contains("\"nohost:\" is not a broker address"),
+        "{brokers_error}"
+    );
     assert_eq!(bad_number, Some(1));
     assert!(
-        number_error.contains("`retry.max_attempts`") && number_error.contains("environment variable SLUICE_RETRY_MAX_ATTEMPTS"),
+        number_error.contains("`retry.max_attempts`")
+            && number_error.contains("environment variable SLUICE_RETRY_MAX_ATTEMPTS"),
         "{number_error}"
     );
 }
@@ -88,7 +104,10 @@ fn out_of_range_values_are_explained() {
     let (code, stderr) = run(&toml, &[]);
 
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("`retry.jitter` must be between 0.0 and 1.0, got 3"), "{stderr}");
+    assert!(
+        stderr.contains("`retry.jitter` must be between 0.0 and 1.0, got 3"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -100,6 +119,9 @@ fn an_unreachable_broker_fails_with_the_address() {
     let (code, stderr) = run(&toml, &[]);
 
     assert_eq!(code, Some(1));
-    assert!(stderr.contains(&format!("cannot read cluster metadata from {address}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot read cluster metadata from {address}")),
+        "{stderr}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
 }

@@ -40,7 +40,9 @@ fn run_stage(brokers: String, stop_after: u64) -> std::thread::JoinHandle<StageS
     std::thread::spawn(move || {
         let config = sluice::config::load(&file.path).expect("stage file");
         let runtime = PluginRuntime::new(Some(&file.dir.path().join("cache"))).expect("plugin runtime");
-        let plugin = runtime.load_file(&config.plugin.path, PluginSettings::default()).expect("plugin");
+        let plugin = runtime
+            .load_file(&config.plugin.path, PluginSettings::default())
+            .expect("plugin");
         let tokio = tokio::runtime::Runtime::new().expect("tokio");
         let stage = Stage::new(config, plugin, brokers).expect("stage");
         tokio.block_on(stage.run(Some(stop_after))).expect("stage runs")
@@ -48,7 +50,9 @@ fn run_stage(brokers: String, stop_after: u64) -> std::thread::JoinHandle<StageS
 }
 
 fn inputs(range: std::ops::Range<i32>) -> Vec<Input> {
-    range.map(|n| Input::text(n % 2, &format!("key-{n}"), &format!("value {n}"))).collect()
+    range
+        .map(|n| Input::text(n % 2, &format!("key-{n}"), &format!("value {n}")))
+        .collect()
 }
 
 fn keys(records: &[Record]) -> HashSet<String> {
@@ -70,7 +74,10 @@ fn transient_produce_errors_are_retried_and_nothing_is_lost_or_dead_lettered() {
 
     assert_eq!(summary.finished, 200);
     assert_eq!(summary.dead_lettered, 0);
-    assert_eq!(summary.delivery_failures, 0, "librdkafka retried the refused requests itself");
+    assert_eq!(
+        summary.delivery_failures, 0,
+        "librdkafka retried the refused requests itself"
+    );
     assert_eq!(outputs.len(), 200);
     assert_eq!(keys(&outputs).len(), 200);
 }

@@ -57,7 +57,10 @@ fn expected_commits(inputs: &[Input], partitions: i32) -> Vec<Option<i64>> {
 fn ten_thousand_messages_come_out_uppercased_and_every_offset_is_committed() {
     let setup = Setup::new(&["words", "words-upper", "words-dlq"], 4);
     let inputs: Vec<Input> = (0..10_000)
-        .map(|n| Input::text(n % 4, &format!("key-{n}"), &format!("message number {n}")).with_header("trace", &format!("t-{n}")))
+        .map(|n| {
+            Input::text(n % 4, &format!("key-{n}"), &format!("message number {n}"))
+                .with_header("trace", &format!("t-{n}"))
+        })
         .collect();
     produce(&setup.brokers, "words", &inputs);
     let stage = setup.stage("uppercase", "upper", ["words", "words-upper", "words-dlq"], "");
@@ -65,8 +68,20 @@ fn ten_thousand_messages_come_out_uppercased_and_every_offset_is_committed() {
 
     let process = stage.start("stage.log");
     let outputs = read_topic(&setup.brokers, "words-upper", 10_000, LIMIT, SETTLE);
-    let committed = wait_for_commits(&setup.brokers, "upper", "words", &expected_commits(&inputs, 4), Duration::from_secs(30));
-    let dead_letters = read_topic(&setup.brokers, "words-dlq", 0, Duration::ZERO, Duration::from_millis(500));
+    let committed = wait_for_commits(
+        &setup.brokers,
+        "upper",
+        "words",
+        &expected_commits(&inputs, 4),
+        Duration::from_secs(30),
+    );
+    let dead_letters = read_topic(
+        &setup.brokers,
+        "words-dlq",
+        0,
+        Duration::ZERO,
+        Duration::from_millis(500),
+    );
 
     assert_eq!(outputs.len(), 10_000, "log:\n{}", process.log());
     let outputs = by_key(&outputs);
@@ -110,7 +125,13 @@ fn non_utf8_values_are_dead_lettered_with_every_sluice_header() {
     let process = stage.start("stage.log");
     let outputs = read_topic(&setup.brokers, "mixed-out", 270, LIMIT, SETTLE);
     let dead_letters = read_topic(&setup.brokers, "mixed-dlq", 30, LIMIT, SETTLE);
-    let committed = wait_for_commits(&setup.brokers, "mixed", "mixed", &expected_commits(&inputs, 3), Duration::from_secs(30));
+    let committed = wait_for_commits(
+        &setup.brokers,
+        "mixed",
+        "mixed",
+        &expected_commits(&inputs, 3),
+        Duration::from_secs(30),
+    );
 
     assert_eq!(outputs.len(), 270, "log:\n{}", process.log());
     assert_eq!(dead_letters.len(), 30);
@@ -119,15 +140,29 @@ fn non_utf8_values_are_dead_lettered_with_every_sluice_header() {
         let input = &inputs[n];
         let record = dead_letters[&format!("key-{n}")];
         let offset_in_partition = (n / 3) as i64;
-        assert_eq!(record.value.as_deref(), Some(input.value.as_slice()), "original value, byte for byte");
-        assert_eq!(record.headers[0], ("origin".to_owned(), b"test".to_vec()), "original headers first");
+        assert_eq!(
+            record.value.as_deref(),
+            Some(input.value.as_slice()),
+            "original value, byte for byte"
+        );
+        assert_eq!(
+            record.headers[0],
+            ("origin".to_owned(), b"test".to_vec()),
+            "original headers first"
+        );
         assert_eq!(
             record.header("sluice.reason").unwrap(),
             "value is not valid UTF-8: invalid utf-8 sequence of 1 bytes from index 0"
         );
         assert_eq!(record.header("sluice.source.topic").unwrap(), "mixed");
-        assert_eq!(record.header("sluice.source.partition").unwrap(), input.partition.to_string());
-        assert_eq!(record.header("sluice.source.offset").unwrap(), offset_in_partition.to_string());
+        assert_eq!(
+            record.header("sluice.source.partition").unwrap(),
+            input.partition.to_string()
+        );
+        assert_eq!(
+            record.header("sluice.source.offset").unwrap(),
+            offset_in_partition.to_string()
+        );
         let timestamp: i64 = record.header("sluice.source.timestamp").unwrap().parse().unwrap();
         assert!(timestamp > 1_600_000_000_000, "a real producer timestamp: {timestamp}");
         assert_eq!(record.header("sluice.attempts").unwrap(), "1");
@@ -174,7 +209,8 @@ fn a_message_that_keeps_trapping_reaches_the_dead_letter_topic_and_the_stage_goe
 #[test]
 fn runaway_loops_and_memory_hogs_are_dead_lettered_after_max_attempts() {
     let setup = Setup::new(&["loop", "loop-out", "loop-dlq", "hog", "hog-out", "hog-dlq"], 1);
-    let limits = "[plugin.limits]\ndeadline_ms = 300\nmemory_mib = 32\n\n[retry]\nmax_attempts = 2\ninitial_backoff_ms = 10\n";
+    let limits =
+        "[plugin.limits]\ndeadline_ms = 300\nmemory_mib = 32\n\n[retry]\nmax_attempts = 2\ninitial_backoff_ms = 10\n";
     for (plugin, topics, marker, reason) in [
         (
             "infinite-loop",

@@ -46,7 +46,13 @@ fn a_message_that_succeeds_on_attempt_three_is_output_exactly_once() {
 
     let process = stage.start("stage.log");
     let outputs = read_topic(&brokers, "out", 200, LIMIT, SETTLE);
-    let committed = wait_for_commits(&brokers, "retry", "in", &[Some(100), Some(100)], Duration::from_secs(30));
+    let committed = wait_for_commits(
+        &brokers,
+        "retry",
+        "in",
+        &[Some(100), Some(100)],
+        Duration::from_secs(30),
+    );
 
     assert_eq!(outputs.len(), 200, "log:\n{}", process.log());
     let keys: HashSet<String> = outputs.iter().map(Record::key_text).collect();
@@ -66,7 +72,13 @@ fn retries_exhausted_dead_letters_with_the_last_reason() {
 
     let process = stage.start("stage.log");
     let dead_letters = read_topic(&brokers, "dlq", 40, LIMIT, SETTLE);
-    let committed = wait_for_commits(&brokers, "exhausted", "in", &[Some(20), Some(20)], Duration::from_secs(30));
+    let committed = wait_for_commits(
+        &brokers,
+        "exhausted",
+        "in",
+        &[Some(20), Some(20)],
+        Duration::from_secs(30),
+    );
 
     assert_eq!(dead_letters.len(), 40, "log:\n{}", process.log());
     for record in &dead_letters {
@@ -114,7 +126,10 @@ fn other_partitions_keep_flowing_while_one_backs_off() {
         .iter()
         .filter(|record| record.header("seen.partition").as_deref() == Some("0"))
         .count();
-    assert_eq!(from_partition_zero, 0, "nothing overtook the retrying message in its partition");
+    assert_eq!(
+        from_partition_zero, 0,
+        "nothing overtook the retrying message in its partition"
+    );
     assert_eq!(everything.len(), 1050);
     assert_eq!(dead_letters.len(), 1);
     assert_eq!(dead_letters[0].key_text(), "stuck");
@@ -123,6 +138,12 @@ fn other_partitions_keep_flowing_while_one_backs_off() {
         "retries exhausted: downstream busy"
     );
     assert_eq!(dead_letters[0].header("sluice.attempts").unwrap(), "3");
-    let committed = wait_for_commits(&brokers, "flowing", "in", &[Some(51), Some(500), Some(500)], Duration::from_secs(30));
+    let committed = wait_for_commits(
+        &brokers,
+        "flowing",
+        "in",
+        &[Some(51), Some(500), Some(500)],
+        Duration::from_secs(30),
+    );
     assert_eq!(committed, [Some(51), Some(500), Some(500)]);
 }

@@ -21,7 +21,13 @@ impl Broker {
         let address = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(tansu_binary());
         command
-            .args(["broker", "--listener-url", &address, "--advertised-listener-url", &address])
+            .args([
+                "broker",
+                "--listener-url",
+                &address,
+                "--advertised-listener-url",
+                &address,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -41,7 +47,11 @@ impl Broker {
     fn wait_until_listening(&self, limit: Duration) {
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < limit, "tansu did not listen on port {} within {limit:?}", self.port);
+            assert!(
+                started.elapsed() < limit,
+                "tansu did not listen on port {} within {limit:?}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

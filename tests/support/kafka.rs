@@ -83,7 +83,10 @@ pub fn create_topics(brokers: &str, topics: &[&str], partitions: i32) {
         .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1)))
         .collect();
     let results = runtime()
-        .block_on(admin.create_topics(&new_topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
+        .block_on(admin.create_topics(
+            &new_topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
         .expect("create topics");
     for result in results {
         result.expect("topic created");
@@ -218,7 +221,13 @@ pub fn committed_offsets(brokers: &str, group: &str, topic: &str, partitions: i3
 
 /// Wait until the group's committed offsets equal `expected` (per
 /// partition), or `limit` passes; returns the last offsets read.
-pub fn wait_for_commits(brokers: &str, group: &str, topic: &str, expected: &[Option<i64>], limit: Duration) -> Vec<Option<i64>> {
+pub fn wait_for_commits(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    expected: &[Option<i64>],
+    limit: Duration,
+) -> Vec<Option<i64>> {
     let started = Instant::now();
     loop {
         let offsets = committed_offsets(brokers, group, topic, expected.len() as i32);

@@ -82,7 +82,10 @@ pub fn text_message(offset: i64, value: &str) -> Message {
 
 /// A plugin file's version as sluice reports it: its SHA-256 in hex.
 pub fn file_sha256(path: &Path) -> String {
-    let output = std::process::Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
+    let output = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
     String::from_utf8(output.stdout)
         .expect("sha256sum prints text")
         .split_whitespace()

@@ -52,7 +52,9 @@ pub(crate) fn run(cache_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<E
         (None, config.kafka.brokers.clone())
     };
     let seeded = match &config.embedded.seed {
-        Some(seed) if config.kafka.is_embedded() => Some(runtime.block_on(seed_messages(&config, &bootstrap_servers, seed))?),
+        Some(seed) if config.kafka.is_embedded() => {
+            Some(runtime.block_on(seed_messages(&config, &bootstrap_servers, seed))?)
+        }
         _ => None,
     };
 
@@ -93,12 +95,18 @@ async fn seed_messages(config: &StageConfig, bootstrap_servers: &str, seed: &Pat
             topic,
             key: message.key,
             value: message.value,
-            headers: message.headers.into_iter().map(|header| (header.name, header.value)).collect(),
+            headers: message
+                .headers
+                .into_iter()
+                .map(|header| (header.name, header.value))
+                .collect(),
         };
         deliveries.push(producer.enqueue(&record).await);
     }
     let count = deliveries.len() as u64;
-    futures::future::try_join_all(deliveries).await.context("cannot seed the embedded cluster")?;
+    futures::future::try_join_all(deliveries)
+        .await
+        .context("cannot seed the embedded cluster")?;
     tracing::info!(messages = count, file = %seed.display(), "seeded the input topic");
     Ok(count)
 }

@@ -33,7 +33,11 @@ pub(crate) fn key_for_variable(variable: &str) -> Option<(&'static str, String)>
     let lower = variable.to_ascii_lowercase();
     TABLES.iter().find_map(|(prefix, table, is_property)| {
         let rest = lower.strip_prefix(prefix).filter(|rest| !rest.is_empty())?;
-        let leaf = if *is_property { rest.replace('_', ".") } else { rest.to_owned() };
+        let leaf = if *is_property {
+            rest.replace('_', ".")
+        } else {
+            rest.to_owned()
+        };
         Some((*table, leaf))
     })
 }
@@ -74,7 +78,10 @@ impl Provider for EnvOverride {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         // Values are read leniently, as figment's own `Env` does: `3` is a
         // number, `true` a boolean, `[a, b]` a list, anything else text.
-        let value: Value = self.value.parse().unwrap_or_else(|never: std::convert::Infallible| match never {});
+        let value: Value = self
+            .value
+            .parse()
+            .unwrap_or_else(|never: std::convert::Infallible| match never {});
         let mut dict = Dict::from([(self.key.clone(), value)]);
         for part in self.table.rsplit('.') {
             dict = Dict::from([(part.to_owned(), Value::from(dict))]);
@@ -92,7 +99,10 @@ mod tests {
         let path = |variable| key_for_variable(variable).map(|(table, key)| format!("{table} / {key}"));
         assert_eq!(path("KAFKA_BROKERS").as_deref(), Some("kafka / brokers"));
         assert_eq!(path("KAFKA_GROUP_ID").as_deref(), Some("kafka / group_id"));
-        assert_eq!(path("PLUGIN_LIMITS_DEADLINE_MS").as_deref(), Some("plugin.limits / deadline_ms"));
+        assert_eq!(
+            path("PLUGIN_LIMITS_DEADLINE_MS").as_deref(),
+            Some("plugin.limits / deadline_ms")
+        );
         assert_eq!(
             path("KAFKA_PROPERTIES_SASL_PASSWORD").as_deref(),
             Some("kafka.properties / sasl.password")

@@ -17,7 +17,11 @@ pub enum ConfigError {
     #[error("stage file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("stage file {path}: `{key}` {reason}")]
-    BadValue { path: PathBuf, key: &'static str, reason: String },
+    BadValue {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
 }
 
 /// Read the stage file at `path`, apply `SLUICE_*` environment overrides and
@@ -82,7 +86,11 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     check_name("stage.name", &stage.name)?;
     at_least("stage.batch_size", stage.batch_size as u64, 1)?;
     at_least("stage.concurrency", stage.concurrency as u64, 1)?;
-    at_least("stage.max_in_flight_per_partition", stage.max_in_flight_per_partition as u64, 1)?;
+    at_least(
+        "stage.max_in_flight_per_partition",
+        stage.max_in_flight_per_partition as u64,
+        1,
+    )?;
     at_least("stage.commit_interval_ms", stage.commit_interval_ms, 1)?;
 
     let plugin = &config.plugin;
@@ -112,26 +120,42 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
         ("kafka.dead_letter_topic", &kafka.dead_letter_topic),
     ] {
         if kafka.input_topics.contains(topic) {
-            return Err((key, format!("`{topic}` is also an input topic; the stage would consume its own records")));
+            return Err((
+                key,
+                format!("`{topic}` is also an input topic; the stage would consume its own records"),
+            ));
         }
     }
     if let Some(create) = &kafka.create_topics {
         at_least("kafka.create_topics.partitions", create.partitions as u64, 1)?;
-        at_least("kafka.create_topics.replication_factor", create.replication_factor as u64, 1)?;
+        at_least(
+            "kafka.create_topics.replication_factor",
+            create.replication_factor as u64,
+            1,
+        )?;
     }
 
     let retry = &config.retry;
     at_least("retry.max_attempts", retry.max_attempts.into(), 1)?;
     if !(retry.multiplier >= 1.0 && retry.multiplier.is_finite()) {
-        return Err(("retry.multiplier", format!("must be at least 1.0, got {}", retry.multiplier)));
+        return Err((
+            "retry.multiplier",
+            format!("must be at least 1.0, got {}", retry.multiplier),
+        ));
     }
     if !(0.0..=1.0).contains(&retry.jitter) {
-        return Err(("retry.jitter", format!("must be between 0.0 and 1.0, got {}", retry.jitter)));
+        return Err((
+            "retry.jitter",
+            format!("must be between 0.0 and 1.0, got {}", retry.jitter),
+        ));
     }
     if retry.initial_backoff_ms > retry.max_backoff_ms {
         return Err((
             "retry.initial_backoff_ms",
-            format!("({}) is larger than retry.max_backoff_ms ({})", retry.initial_backoff_ms, retry.max_backoff_ms),
+            format!(
+                "({}) is larger than retry.max_backoff_ms ({})",
+                retry.initial_backoff_ms, retry.max_backoff_ms
+            ),
         ));
     }
 
@@ -159,7 +183,10 @@ fn at_least(key: &'static str, value: u64, minimum: u64) -> Result<(), Invalid> 
 
 fn check_name(key: &'static str, name: &str) -> Result<(), Invalid> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        return Err((key, format!("{name:?} must be non-empty and use only letters, digits, `.`, `_` and `-`")));
+        return Err((
+            key,
+            format!("{name:?} must be non-empty and use only letters, digits, `.`, `_` and `-`"),
+        ));
     }
     Ok(())
 }
@@ -169,7 +196,12 @@ fn check_topic(key: &'static str, topic: &str) -> Result<(), Invalid> {
     if topic.len() > 249 || topic == "." || topic == ".." {
         return Err((key, format!("{topic:?} is not a valid Kafka topic name")));
     }
-    check_name(key, topic).map_err(|_| (key, format!("{topic:?} is not a valid Kafka topic name (use letters, digits, `.`, `_`, `-`)")))
+    check_name(key, topic).map_err(|_| {
+        (
+            key,
+            format!("{topic:?} is not a valid Kafka topic name (use letters, digits, `.`, `_`, `-`)"),
+        )
+    })
 }
 
 fn check_brokers(brokers: &str) -> Result<(), Invalid> {

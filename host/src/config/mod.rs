@@ -7,6 +7,4 @@ mod load;
 mod stage;
 
 pub use load::{ConfigError, load};
-pub use stage::{
-    CreateTopics, EmbeddedSection, KafkaSection, PluginSection, RetrySection, StageConfig, StageSection,
-};
+pub use stage::{CreateTopics, EmbeddedSection, KafkaSection, PluginSection, RetrySection, StageConfig, StageSection};

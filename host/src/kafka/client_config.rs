@@ -46,7 +46,12 @@ fn enforce(config: &mut ClientConfig, key: &str, value: &str) {
     if let Some(given) = config.get(key)
         && given != value
     {
-        tracing::warn!(property = key, given, enforced = value, "ignoring a Kafka property that would weaken delivery guarantees");
+        tracing::warn!(
+            property = key,
+            given,
+            enforced = value,
+            "ignoring a Kafka property that would weaken delivery guarantees"
+        );
     }
     config.set(key, value);
 }

@@ -78,7 +78,8 @@ impl<L: RebalanceListener> SourceConsumer<L> {
     pub fn poll(&self, timeout: Duration) -> Option<Result<ConsumedRecord, KafkaError>> {
         self.consumer.poll(timeout).map(|result| {
             result.map(|message| {
-                let partition = TopicPartition::new(rdkafka::Message::topic(&message), rdkafka::Message::partition(&message));
+                let partition =
+                    TopicPartition::new(rdkafka::Message::topic(&message), rdkafka::Message::partition(&message));
                 ConsumedRecord::from_message(&message, partition)
             })
         })
@@ -103,7 +104,11 @@ impl<L: RebalanceListener> SourceConsumer<L> {
 
     /// The group's committed offsets for these partitions, as the broker
     /// has them.
-    pub fn committed(&self, partitions: &[TopicPartition], timeout: Duration) -> Result<Vec<(TopicPartition, Option<i64>)>, KafkaError> {
+    pub fn committed(
+        &self,
+        partitions: &[TopicPartition],
+        timeout: Duration,
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>, KafkaError> {
         let mut list = TopicPartitionList::new();
         for partition in partitions {
             list.add_partition(&partition.topic, partition.partition);
@@ -128,14 +133,20 @@ impl<L: RebalanceListener> SourceConsumer<L> {
         self.consumer.unsubscribe();
         // Serve the revocation callback the unsubscribe triggers.
         for _ in 0..10 {
-            if self.consumer.poll(Duration::from_millis(100)).is_none() && self.consumer.assignment().map_or(true, |list| list.count() == 0) {
+            if self.consumer.poll(Duration::from_millis(100)).is_none()
+                && self.consumer.assignment().map_or(true, |list| list.count() == 0)
+            {
                 break;
             }
         }
     }
 }
 
-fn commit_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, offsets: &[(TopicPartition, i64)], mode: CommitMode) -> Result<(), KafkaError> {
+fn commit_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    offsets: &[(TopicPartition, i64)],
+    mode: CommitMode,
+) -> Result<(), KafkaError> {
     if offsets.is_empty() {
         return Ok(());
     }
@@ -160,5 +171,9 @@ fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
 }
 
 fn describe(partitions: &[TopicPartition]) -> String {
-    partitions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    partitions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::client::{Client, DefaultClientContext};
 use rdkafka::producer::future_producer::FutureProducerContext;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
@@ -91,7 +91,9 @@ impl Future for PendingDelivery {
             PendingDelivery::Waiting(delivery) => Pin::new(delivery).poll(context).map(|outcome| match outcome {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err((error, _))) => Err(DeliveryError(error.to_string())),
-                Err(_) => Err(DeliveryError("the producer shut down before the broker answered".to_owned())),
+                Err(_) => Err(DeliveryError(
+                    "the producer shut down before the broker answered".to_owned(),
+                )),
             }),
         }
     }

@@ -34,17 +34,23 @@ pub async fn ensure_topics<C: ClientContext>(
     timeout: Duration,
 ) -> Result<(), TopicError> {
     let brokers = config.get("bootstrap.servers").unwrap_or("the brokers").to_owned();
-    let metadata = client.fetch_metadata(None, timeout).map_err(|error| TopicError::Unreachable {
-        brokers: brokers.clone(),
-        cause: error.to_string(),
-    })?;
+    let metadata = client
+        .fetch_metadata(None, timeout)
+        .map_err(|error| TopicError::Unreachable {
+            brokers: brokers.clone(),
+            cause: error.to_string(),
+        })?;
     let existing: Vec<&str> = metadata
         .topics()
         .iter()
         .filter(|topic| topic.error().is_none() && !topic.partitions().is_empty())
         .map(|topic| topic.name())
         .collect();
-    let mut missing: Vec<&str> = topics.iter().copied().filter(|topic| !existing.contains(topic)).collect();
+    let mut missing: Vec<&str> = topics
+        .iter()
+        .copied()
+        .filter(|topic| !existing.contains(topic))
+        .collect();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
@@ -61,7 +67,13 @@ pub async fn ensure_topics<C: ClientContext>(
     })?;
     let new_topics: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|topic| NewTopic::new(topic, create.partitions, TopicReplication::Fixed(create.replication_factor)))
+        .map(|topic| {
+            NewTopic::new(
+                topic,
+                create.partitions,
+                TopicReplication::Fixed(create.replication_factor),
+            )
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout));
     let results = admin

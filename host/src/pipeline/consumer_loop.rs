@@ -15,6 +15,18 @@ use crate::kafka::{ConsumedRecord, RebalanceListener, SourceConsumer, TopicParti
 
 /// How often stashed records are retried and pause states reconciled.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(20);
+/// Backpressure. Records beyond a worker's inbox wait in its stash. When the
+/// stashes of fetching partitions hold this many records in all, the
+/// consumer stops polling until workers catch up: librdkafka then stops
+/// fetching on its own once its prefetch limits are reached, and nothing
+/// is thrown away.
+const TOTAL_STASH_HIGH_WATER: usize = 20_000;
+/// While polling is held back, a partition stashing this many records is
+/// paused if another partition sits idle for want of records, so one slow
+/// partition cannot hold up the rest. (Pausing is the last resort: librdkafka
+/// drops what it prefetched for a paused partition and fetches it again on
+/// resume.) It resumes once its stash has drained.
+const STASH_HIGH_WATER: usize = 5_000;
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// The workers of the partitions this member owns.
@@ -28,6 +40,8 @@ struct PartitionEntry {
     /// Records the worker's inbox had no room for, in order.
     stash: VecDeque<ConsumedRecord>,
     paused: bool,
+    /// Paused because its stash was too large; resumes when it drains.
+    paused_for_backlog: bool,
     last_committed: Option<i64>,
 }
 
@@ -48,31 +62,52 @@ impl WorkerRegistry {
             worker: spawn_worker(partition, self.context.clone()),
             stash: VecDeque::new(),
             paused: false,
+            paused_for_backlog: false,
             last_committed: None,
         }
     }
 
     /// Hand a record to its partition's worker, or stash it (and pause the
     /// partition) when the worker is full. Fails if the worker has died.
-    fn dispatch(&self, record: ConsumedRecord, consumer: &SourceConsumer<Self>) -> Result<(), String> {
+    fn dispatch(&self, record: ConsumedRecord) -> Result<(), String> {
         let mut partitions = self.lock();
         let entry = partitions
             .entry(record.partition.clone())
             .or_insert_with(|| self.new_entry(record.partition.clone()));
-        if !entry.stash.is_empty() {
-            entry.stash.push_back(record);
-            return Ok(());
+        let partition = record.partition.clone();
+        entry.stash.push_back(record);
+        if !entry.flush_stash() {
+            return Err(format!("the worker of {partition} stopped unexpectedly"));
         }
-        match entry.worker.inbox.try_send(record) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(record)) => {
-                let partition = record.partition.clone();
-                entry.stash.push_back(record);
-                set_paused(consumer, &partition, entry, true);
-                Ok(())
+        Ok(())
+    }
+
+    /// Whether polling should wait for workers to catch up. When it should,
+    /// but some partition's worker is idle for want of records, the
+    /// backlogged partitions are paused instead so the idle one can be fed.
+    fn hold_back_polling(&self, consumer: &SourceConsumer<Self>) -> bool {
+        let mut partitions = self.lock();
+        let stashed: usize = partitions
+            .values()
+            .filter(|entry| !entry.paused)
+            .map(|entry| entry.stash.len())
+            .sum();
+        if stashed < TOTAL_STASH_HIGH_WATER {
+            return false;
+        }
+        let someone_starving = partitions
+            .values()
+            .any(|entry| !entry.paused && entry.stash.is_empty() && entry.worker.inbox_is_empty());
+        if !someone_starving {
+            return true;
+        }
+        for (partition, entry) in partitions.iter_mut() {
+            if !entry.paused && entry.stash.len() >= STASH_HIGH_WATER {
+                entry.paused_for_backlog = true;
+                set_paused(consumer, partition, entry, true);
             }
-            Err(TrySendError::Closed(record)) => Err(format!("the worker of {} stopped unexpectedly", record.partition)),
         }
+        false
     }
 
     /// Move stashed records into inboxes with room, and pause exactly the
@@ -80,16 +115,11 @@ impl WorkerRegistry {
     fn housekeeping(&self, consumer: &SourceConsumer<Self>) {
         let mut partitions = self.lock();
         for (partition, entry) in partitions.iter_mut() {
-            while let Some(record) = entry.stash.pop_front() {
-                match entry.worker.inbox.try_send(record) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(record) | TrySendError::Closed(record)) => {
-                        entry.stash.push_front(record);
-                        break;
-                    }
-                }
+            entry.flush_stash();
+            if entry.paused_for_backlog && entry.stash.is_empty() {
+                entry.paused_for_backlog = false;
             }
-            let should_pause = !entry.stash.is_empty() || entry.worker.shared.backing_off();
+            let should_pause = entry.paused_for_backlog || entry.worker.shared.backing_off();
             set_paused(consumer, partition, entry, should_pause);
         }
     }
@@ -137,7 +167,12 @@ impl WorkerRegistry {
         let mut offsets = Vec::new();
         for (partition, entry) in entries {
             let task = entry.worker.task;
-            if self.context.runtime.block_on(async move { tokio::time::timeout(grace, task).await }).is_err() {
+            if self
+                .context
+                .runtime
+                .block_on(async move { tokio::time::timeout(grace, task).await })
+                .is_err()
+            {
                 tracing::warn!(%partition, "worker did not stop in time; its unfinished messages stay uncommitted");
             }
             if let Some(offset) = entry.worker.shared.committable() {
@@ -152,11 +187,41 @@ impl WorkerRegistry {
     }
 }
 
-fn set_paused(consumer: &SourceConsumer<WorkerRegistry>, partition: &TopicPartition, entry: &mut PartitionEntry, pause: bool) {
+impl PartitionEntry {
+    /// Move stashed records into the worker's inbox while it has room.
+    /// Returns false if the worker is gone.
+    fn flush_stash(&mut self) -> bool {
+        while let Some(record) = self.stash.pop_front() {
+            match self.worker.inbox.try_send(record) {
+                Ok(()) => {}
+                Err(TrySendError::Full(record)) => {
+                    self.stash.push_front(record);
+                    return true;
+                }
+                Err(TrySendError::Closed(record)) => {
+                    self.stash.push_front(record);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+fn set_paused(
+    consumer: &SourceConsumer<WorkerRegistry>,
+    partition: &TopicPartition,
+    entry: &mut PartitionEntry,
+    pause: bool,
+) {
     if entry.paused == pause {
         return;
     }
-    let result = if pause { consumer.pause(partition) } else { consumer.resume(partition) };
+    let result = if pause {
+        consumer.pause(partition)
+    } else {
+        consumer.resume(partition)
+    };
     match result {
         Ok(()) => {
             tracing::debug!(%partition, pause, stashed = entry.stash.len(), "partition fetch state changed");
@@ -210,16 +275,21 @@ pub(crate) fn run_consumer_loop(
         {
             break;
         }
+        if registry.hold_back_polling(&consumer) {
+            registry.housekeeping(&consumer);
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         match consumer.poll(POLL_TIMEOUT) {
             Some(Ok(record)) => {
                 counters.received(1);
-                if let Err(error) = registry.dispatch(record, &consumer) {
+                if let Err(error) = registry.dispatch(record) {
                     failure = Some(error);
                     break;
                 }
             }
             Some(Err(error)) => tracing::warn!(%error, "consumer error; librdkafka keeps retrying"),
-            None => {}
+            None => last_housekeeping = Instant::now() - HOUSEKEEPING_INTERVAL,
         }
         if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
             registry.housekeeping(&consumer);

@@ -52,7 +52,10 @@ impl DeadLetterHeaders {
             (Self::STAGE, self.stage.clone()),
             (Self::PLUGIN_NAME, self.plugin_name.clone()),
             (Self::PLUGIN_VERSION, self.plugin_version.clone()),
-            (Self::FAILED_AT, humantime::format_rfc3339_millis(self.failed_at).to_string()),
+            (
+                Self::FAILED_AT,
+                humantime::format_rfc3339_millis(self.failed_at).to_string(),
+            ),
         ]);
         headers
             .into_iter()
@@ -99,7 +102,10 @@ mod tests {
             ("sluice.plugin.version", "ab".repeat(32)),
             ("sluice.failed-at", "2023-11-14T22:13:21.500Z".to_owned()),
         ];
-        let expected: Vec<(String, String)> = expected.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+        let expected: Vec<(String, String)> = expected
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
         assert_eq!(text, expected);
     }
 }

@@ -24,6 +24,10 @@ use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginWorker
 /// Header naming the plugin version that produced an output record.
 pub const PLUGIN_VERSION_HEADER: &str = "sluice.plugin.version";
 
+/// Records waiting for a worker, beyond which they are stashed by the
+/// consumer thread (see `consumer_loop` for the backpressure that follows).
+const INBOX_CAPACITY: usize = 10_000;
+
 /// What every partition worker of a stage shares.
 pub(crate) struct WorkerContext {
     pub(crate) stage_name: String,
@@ -68,9 +72,16 @@ pub(crate) struct WorkerHandle {
     pub(crate) task: JoinHandle<()>,
 }
 
+impl WorkerHandle {
+    /// Whether the worker has taken every record handed to it.
+    pub(crate) fn inbox_is_empty(&self) -> bool {
+        self.inbox.capacity() == self.inbox.max_capacity()
+    }
+}
+
 /// Start a worker for `partition` on the stage's runtime.
 pub(crate) fn spawn_worker(partition: TopicPartition, context: Arc<WorkerContext>) -> WorkerHandle {
-    let (sender, inbox) = mpsc::channel(context.batch_size.saturating_mul(4).max(1024));
+    let (sender, inbox) = mpsc::channel(INBOX_CAPACITY.max(context.batch_size));
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
         backing_off: AtomicBool::new(false),
@@ -199,7 +210,12 @@ impl PartitionWorker {
     /// Back off and try `message` again until it succeeds, dead-letters, or
     /// runs out of attempts. Fetching for this partition pauses meanwhile;
     /// other partitions carry on.
-    async fn retry_in_place(&mut self, mut message: Message, mut reason: String, mut requested: Option<Duration>) -> Result<(), Stopped> {
+    async fn retry_in_place(
+        &mut self,
+        mut message: Message,
+        mut reason: String,
+        mut requested: Option<Duration>,
+    ) -> Result<(), Stopped> {
         let outcome = loop {
             if !self.context.retry.allows_another_attempt(message.attempt) {
                 let reason = format!("retries exhausted: {reason}");
@@ -351,7 +367,8 @@ impl PartitionWorker {
             Err(error) => {
                 self.context.counters.delivery_failure();
                 tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed after the producer's retries; trying the message again");
-                self.retry_in_place(delivered.message, format!("delivery failed: {error}"), None).await
+                self.retry_in_place(delivered.message, format!("delivery failed: {error}"), None)
+                    .await
             }
         }
     }
@@ -382,7 +399,11 @@ impl PartitionWorker {
                     }
                     self.finish(message.offset);
                 }
-                Ok(Some(Delivered { result: Err(error), message, .. })) => {
+                Ok(Some(Delivered {
+                    result: Err(error),
+                    message,
+                    ..
+                })) => {
                     tracing::warn!(partition = %self.partition, offset = message.offset, %error, "delivery failed while stopping; the message stays uncommitted");
                 }
                 Ok(None) => break,
@@ -402,7 +423,9 @@ fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<
     if messages.len() > 1 {
         match plugin.handle_batch(messages) {
             Ok(verdicts) => return verdicts.into_iter().map(Ok).collect(),
-            Err(failure) => tracing::debug!(reason = %failure.reason, "batch call failed; handling its messages one by one"),
+            Err(failure) => {
+                tracing::debug!(reason = %failure.reason, "batch call failed; handling its messages one by one")
+            }
         }
     }
     let mut results = Vec::with_capacity(messages.len());

@@ -73,7 +73,9 @@ mod tests {
     #[test]
     fn delays_grow_exponentially_up_to_the_cap() {
         let policy = policy(0.0);
-        let delays: Vec<u128> = (1..=6).map(|attempt| policy.delay_after(attempt, None).as_millis()).collect();
+        let delays: Vec<u128> = (1..=6)
+            .map(|attempt| policy.delay_after(attempt, None).as_millis())
+            .collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
     }
 
@@ -89,8 +91,14 @@ mod tests {
     #[test]
     fn a_requested_delay_wins_but_is_capped() {
         let policy = policy(0.2);
-        assert_eq!(policy.delay_after(1, Some(Duration::from_millis(250))), Duration::from_millis(250));
-        assert_eq!(policy.delay_after(1, Some(Duration::from_secs(60))), Duration::from_millis(1000));
+        assert_eq!(
+            policy.delay_after(1, Some(Duration::from_millis(250))),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            policy.delay_after(1, Some(Duration::from_secs(60))),
+            Duration::from_millis(1000)
+        );
     }
 
     #[test]

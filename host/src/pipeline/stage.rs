@@ -79,15 +79,27 @@ impl Stage {
     pub async fn run(self, stop_after_finished: Option<u64>) -> Result<StageSummary, StageError> {
         let kafka_config = &self.config.kafka;
         let producer_config = kafka::producer_config(kafka_config, &self.bootstrap_servers);
-        let producer = Arc::new(SinkProducer::new(&producer_config).map_err(|source| StageError::Client {
-            client: "producer",
-            source,
-        })?);
+        let producer = Arc::new(
+            SinkProducer::new(&producer_config).map_err(|source| StageError::Client {
+                client: "producer",
+                source,
+            })?,
+        );
 
         let mut topics: Vec<&str> = kafka_config.input_topics.iter().map(String::as_str).collect();
-        topics.extend([kafka_config.output_topic.as_str(), kafka_config.dead_letter_topic.as_str()]);
+        topics.extend([
+            kafka_config.output_topic.as_str(),
+            kafka_config.dead_letter_topic.as_str(),
+        ]);
         let admin_config = kafka::producer_config(kafka_config, &self.bootstrap_servers);
-        kafka::ensure_topics(producer.client(), &admin_config, &topics, kafka_config.create_topics, METADATA_TIMEOUT).await?;
+        kafka::ensure_topics(
+            producer.client(),
+            &admin_config,
+            &topics,
+            kafka_config.create_topics,
+            METADATA_TIMEOUT,
+        )
+        .await?;
         tracing::info!(brokers = %self.bootstrap_servers, topics = %topics.join(", "), "brokers reachable and topics present");
 
         let stage = &self.config.stage;

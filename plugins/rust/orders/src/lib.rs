@@ -26,7 +26,11 @@ impl Handler for Orders {
         if !order.get("id").is_some_and(Value::is_string) {
             return Verdict::dead_letter("not an order: `id` must be a string");
         }
-        if !order.get("amount").and_then(Value::as_f64).is_some_and(|amount| amount > 0.0) {
+        if !order
+            .get("amount")
+            .and_then(Value::as_f64)
+            .is_some_and(|amount| amount > 0.0)
+        {
             return Verdict::dead_letter("not an order: `amount` must be a positive number");
         }
         let settles_on: u32 = match config::parse_or("settles-on-attempt", 3) {
