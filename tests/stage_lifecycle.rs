@@ -11,7 +11,7 @@ use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic, wai
 use sluice_tests::rust_plugin;
 use sluice_tests::stage::{StageFile, StageSpec};
 
-const LIMIT: Duration = Duration::from_secs(180);
+const LIMIT: Duration = Duration::from_secs(300);
 
 fn stage(brokers: &str, plugin: &str, group: &str, extra: &str) -> StageFile {
     let plugin = rust_plugin(plugin);

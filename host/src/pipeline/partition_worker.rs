@@ -28,6 +28,9 @@ pub const PLUGIN_VERSION_HEADER: &str = "sluice.plugin.version";
 /// consumer thread (see `consumer_loop` for the backpressure that follows).
 const INBOX_CAPACITY: usize = 10_000;
 
+/// Retry waits at least this long pause the partition's fetching.
+const PAUSE_FOR_BACKOFF_OF_AT_LEAST: Duration = Duration::from_millis(100);
+
 /// What every partition worker of a stage shares.
 pub(crate) struct WorkerContext {
     pub(crate) stage_name: String,
@@ -224,7 +227,11 @@ impl PartitionWorker {
             }
             let delay = self.context.retry.delay_after(message.attempt, requested);
             self.context.counters.retry();
-            self.shared.backing_off.store(true, Ordering::Relaxed);
+            // Pausing makes librdkafka drop and later re-fetch what it
+            // prefetched; for short waits the inbox absorbs the meantime.
+            self.shared
+                .backing_off
+                .store(delay >= PAUSE_FOR_BACKOFF_OF_AT_LEAST, Ordering::Relaxed);
             tracing::debug!(partition = %self.partition, offset = message.offset, attempt = message.attempt, ?delay, %reason, "retrying after backoff");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
