@@ -9,8 +9,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use sluice::pipeline::{Stage, StageSummary};
 use sluice::plugin::{PluginRuntime, PluginSettings};
 use sluice_tests::kafka::{Input, Record, produce, read_topic};
-use sluice_tests::rust_plugin;
-use sluice_tests::stage::{StageFile, StageSpec};
+use sluice_tests::stage::StageFile;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -24,19 +23,7 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
 
 /// Run a stage in this process until `stop_after` messages are finished.
 fn run_stage(brokers: String, stop_after: u64) -> std::thread::JoinHandle<StageSummary> {
-    let plugin = rust_plugin("uppercase");
-    let file = StageFile::new(
-        &StageSpec {
-            brokers: &brokers,
-            plugin: &plugin,
-            group: "faults",
-            input: "in",
-            output: "out",
-            dead_letter: "dlq",
-            extra: "",
-        }
-        .to_toml(),
-    );
+    let file = StageFile::for_plugin(&brokers, "uppercase", "faults", ["in", "out", "dlq"], "");
     std::thread::spawn(move || {
         let config = sluice::config::load(&file.path).expect("stage file");
         let runtime = PluginRuntime::new(Some(&file.dir.path().join("cache"))).expect("plugin runtime");

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic};
-use sluice_tests::rust_plugin;
-use sluice_tests::stage::{StageFile, StageSpec};
+use sluice_tests::stage::StageFile;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -23,18 +22,12 @@ fn two_stages_split_the_partitions_and_one_takes_over_when_the_other_stops() {
     produce(&brokers, "in", &inputs);
     // Slow every message down (one retry after 10 ms) so the hand-over
     // happens mid-stream.
-    let plugin = rust_plugin("retry-n-times");
-    let file = StageFile::new(
-        &StageSpec {
-            brokers: &brokers,
-            plugin: &plugin,
-            group: "shared",
-            input: "in",
-            output: "out",
-            dead_letter: "dlq",
-            extra: "[plugin.config]\nretries = 1\ndelay-ms = 10\n",
-        }
-        .to_toml(),
+    let file = StageFile::for_plugin(
+        &brokers,
+        "retry-n-times",
+        "shared",
+        ["in", "out", "dlq"],
+        "[plugin.config]\nretries = 1\ndelay-ms = 10\n",
     );
 
     let first = file.start("first.log");

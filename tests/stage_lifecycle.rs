@@ -8,26 +8,11 @@ use std::time::Duration;
 use rand::Rng;
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic, wait_for_commits};
-use sluice_tests::rust_plugin;
-use sluice_tests::stage::{StageFile, StageSpec};
+use sluice_tests::stage::StageFile;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
-fn stage(brokers: &str, plugin: &str, group: &str, extra: &str) -> StageFile {
-    let plugin = rust_plugin(plugin);
-    StageFile::new(
-        &StageSpec {
-            brokers,
-            plugin: &plugin,
-            group,
-            input: "in",
-            output: "out",
-            dead_letter: "dlq",
-            extra,
-        }
-        .to_toml(),
-    )
-}
+const TOPICS: [&str; 3] = ["in", "out", "dlq"];
 
 fn count_by_key(records: &[Record]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
@@ -49,7 +34,7 @@ fn sigterm_mid_stream_exits_zero_and_a_restart_reprocesses_nothing_committed() {
     // Every message retries once after 20 ms: slow enough to stop mid-stream,
     // with some messages in backoff at the moment of the signal.
     let extra = "[plugin.config]\nretries = 1\ndelay-ms = 20\n\n[retry]\nmax_attempts = 3\n";
-    let stage = stage(&brokers, "retry-n-times", "graceful", extra);
+    let stage = StageFile::for_plugin(&brokers, "retry-n-times", "graceful", TOPICS, extra);
 
     let mut first = stage.start("first.log");
     let progress = read_topic(&brokers, "out", 300, LIMIT, Duration::ZERO);
@@ -101,7 +86,7 @@ fn sigkill_at_random_points_loses_nothing() {
     // killed member quickly.
     let extra =
         "[plugin.config]\nretries = 1\ndelay-ms = 1\n\n[kafka.consumer_properties]\n\"session.timeout.ms\" = 6000\n";
-    let stage = stage(&brokers, "retry-n-times", "crashy", extra);
+    let stage = StageFile::for_plugin(&brokers, "retry-n-times", "crashy", TOPICS, extra);
     let mut random = rand::rng();
 
     let mut kills = Vec::new();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic, wait_for_commits};
-use sluice_tests::stage::{StageFile, StageSpec};
+use sluice_tests::stage::StageFile;
 use sluice_tests::{file_sha256, rust_plugin};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -26,19 +26,7 @@ impl Setup {
     }
 
     fn stage(&self, plugin: &str, group: &str, topics: [&str; 3], extra: &str) -> StageFile {
-        let plugin = rust_plugin(plugin);
-        StageFile::new(
-            &StageSpec {
-                brokers: &self.brokers,
-                plugin: &plugin,
-                group,
-                input: topics[0],
-                output: topics[1],
-                dead_letter: topics[2],
-                extra,
-            }
-            .to_toml(),
-        )
+        StageFile::for_plugin(&self.brokers, plugin, group, topics, extra)
     }
 }
 

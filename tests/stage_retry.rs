@@ -7,27 +7,10 @@ use std::time::Duration;
 
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic, wait_for_commits};
-use sluice_tests::rust_plugin;
-use sluice_tests::stage::{StageFile, StageSpec};
+use sluice_tests::stage::StageFile;
 
 const LIMIT: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(2);
-
-fn stage(brokers: &str, plugin: &str, group: &str, topics: [&str; 3], extra: &str) -> StageFile {
-    let plugin = rust_plugin(plugin);
-    StageFile::new(
-        &StageSpec {
-            brokers,
-            plugin: &plugin,
-            group,
-            input: topics[0],
-            output: topics[1],
-            dead_letter: topics[2],
-            extra,
-        }
-        .to_toml(),
-    )
-}
 
 fn inputs(count: i32, partitions: i32) -> Vec<Input> {
     (0..count)
@@ -42,7 +25,7 @@ fn a_message_that_succeeds_on_attempt_three_is_output_exactly_once() {
     create_topics(&brokers, &["in", "out", "dlq"], 2);
     produce(&brokers, "in", &inputs(200, 2));
     let extra = "[plugin.config]\nretries = 2\n\n[retry]\nmax_attempts = 5\ninitial_backoff_ms = 5\n";
-    let stage = stage(&brokers, "retry-n-times", "retry", ["in", "out", "dlq"], extra);
+    let stage = StageFile::for_plugin(&brokers, "retry-n-times", "retry", ["in", "out", "dlq"], extra);
 
     let process = stage.start("stage.log");
     let outputs = read_topic(&brokers, "out", 200, LIMIT, SETTLE);
@@ -68,7 +51,7 @@ fn retries_exhausted_dead_letters_with_the_last_reason() {
     create_topics(&brokers, &["in", "out", "dlq"], 2);
     produce(&brokers, "in", &inputs(40, 2));
     let extra = "[plugin.config]\nretries = 2\n\n[retry]\nmax_attempts = 2\ninitial_backoff_ms = 5\n";
-    let stage = stage(&brokers, "retry-n-times", "exhausted", ["in", "out", "dlq"], extra);
+    let stage = StageFile::for_plugin(&brokers, "retry-n-times", "exhausted", ["in", "out", "dlq"], extra);
 
     let process = stage.start("stage.log");
     let dead_letters = read_topic(&brokers, "dlq", 40, LIMIT, SETTLE);
@@ -109,7 +92,7 @@ fn other_partitions_keep_flowing_while_one_backs_off() {
     messages.extend((0..1000).map(|n| Input::text(1 + n % 2, &format!("free-{n}"), "x")));
     produce(&brokers, "in", &messages);
     let extra = "[retry]\nmax_attempts = 3\ninitial_backoff_ms = 10\nmax_backoff_ms = 10000\n";
-    let stage = stage(&brokers, "mirror", "flowing", ["in", "out", "dlq"], extra);
+    let stage = StageFile::for_plugin(&brokers, "mirror", "flowing", ["in", "out", "dlq"], extra);
 
     let process = stage.start("stage.log");
     let while_backing_off = read_topic(&brokers, "out", 1000, LIMIT, Duration::ZERO);

@@ -58,6 +58,24 @@ pub struct StageFile {
 }
 
 impl StageFile {
+    /// The usual test stage: the built Rust plugin `plugin` between
+    /// `topics` = [input, output, dead letter], with `extra` tables appended.
+    pub fn for_plugin(brokers: &str, plugin: &str, group: &str, topics: [&str; 3], extra: &str) -> StageFile {
+        let plugin = crate::rust_plugin(plugin);
+        StageFile::new(
+            &StageSpec {
+                brokers,
+                plugin: &plugin,
+                group,
+                input: topics[0],
+                output: topics[1],
+                dead_letter: topics[2],
+                extra,
+            }
+            .to_toml(),
+        )
+    }
+
     pub fn new(toml: &str) -> StageFile {
         let dir = TempDir::new().expect("stage directory");
         let path = dir.path().join("stage.toml");

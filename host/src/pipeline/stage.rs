@@ -2,7 +2,7 @@
 //! then stop in the order that keeps every guarantee.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -149,7 +149,6 @@ impl Stage {
         if let Ok(Err(error)) = flush {
             tracing::warn!(%error, "producer flush did not complete");
         }
-        self.shutdown.store(true, Ordering::Relaxed);
         outcome.map_err(StageError::Crashed)?;
         Ok(self.counters.snapshot())
     }

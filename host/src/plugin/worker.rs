@@ -89,10 +89,11 @@ impl PluginWorker {
         live.store.data_mut().begin_call();
         let result = call(&live.bindings, &mut live.store);
         let stderr = live.store.data_mut().end_call();
+        let refused_memory = live.store.data().limiter.refused_growth();
         match result {
             Ok(value) => Ok(value),
             Err(error) => {
-                let failure = self.describe_failure(&error, &stderr);
+                let failure = self.describe_failure(&error, refused_memory, &stderr);
                 tracing::debug!(plugin = self.plugin.name(), reason = %failure.reason, "plugin call failed; its instance is discarded");
                 self.live = None;
                 Err(failure)
@@ -109,8 +110,9 @@ impl PluginWorker {
         store.data_mut().begin_call();
         let instantiated = pre.instantiate(&mut store);
         let stderr = store.data_mut().end_call();
+        let refused_memory = store.data().limiter.refused_growth();
         let bindings = instantiated.map_err(|error| {
-            let mut failure = self.describe_failure(&error, &stderr);
+            let mut failure = self.describe_failure(&error, refused_memory, &stderr);
             failure.reason = format!("plugin failed to start: {}", failure.reason);
             failure
         })?;
@@ -125,13 +127,12 @@ impl PluginWorker {
         self.plugin.limits().deadline_ms.div_ceil(tick_ms) + 1
     }
 
-    fn describe_failure(&self, error: &wasmtime::Error, stderr: &[String]) -> PluginFailure {
+    /// `refused_memory`: whether the store's limiter refused a grow during
+    /// the failed call, which makes the failure a memory-cap hit whatever
+    /// trap the guest raised afterwards.
+    fn describe_failure(&self, error: &wasmtime::Error, refused_memory: bool, stderr: &[String]) -> PluginFailure {
         let limits = self.plugin.limits();
-        let refused_memory = self
-            .live
-            .as_ref()
-            .is_some_and(|live| live.store.data().limiter.refused_growth());
-        if refused_memory || is_memory_exhaustion(error) {
+        if refused_memory {
             return PluginFailure {
                 kind: FailureKind::MemoryLimit,
                 reason: format!("plugin exceeded its {} MiB memory limit", limits.memory_mib),
@@ -154,13 +155,6 @@ impl PluginWorker {
             reason: with_guest_output(format!("plugin trapped: {cause}"), stderr),
         }
     }
-}
-
-/// A grow refused while instantiating happens before `live` exists; the
-/// limiter's flag is gone with the store, but the error says so.
-fn is_memory_exhaustion(error: &wasmtime::Error) -> bool {
-    let text = error.to_string();
-    text.contains("memory allocation") && text.contains("failed") || text.contains("forcing a memory growth failure")
 }
 
 /// Append what the guest printed to stderr during the call (a Rust panic
