@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dedup;
 pub mod kafka;
 pub mod observe;
 pub mod pipeline;

@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod kafka;
 pub mod process;
+pub mod redis;
 pub mod stage;
 
 use std::path::{Path, PathBuf};

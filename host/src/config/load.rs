@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
+use redis::IntoConnectionInfo;
 
 use super::env::EnvOverride;
-use super::stage::StageConfig;
+use super::stage::{DedupKeyKind, DedupSection, StageConfig};
 
 /// Why a stage file cannot be used. Each message names the file or key at
 /// fault and what would make it right.
@@ -159,6 +160,10 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
         ));
     }
 
+    if let Some(dedup) = &config.dedup {
+        validate_dedup(dedup)?;
+    }
+
     let embedded = &config.embedded;
     if !kafka.is_embedded() && (embedded.seed.is_some() || embedded.partitions.is_some()) {
         return Err(("embedded", "is only used when kafka.brokers = \"embedded\"".to_owned()));
@@ -170,6 +175,51 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
         && !seed.is_file()
     {
         return Err(("embedded.seed", format!("{}: no such file", seed.display())));
+    }
+    Ok(())
+}
+
+fn validate_dedup(dedup: &DedupSection) -> Result<(), Invalid> {
+    match (dedup.key, &dedup.header) {
+        (DedupKeyKind::Header, None) => {
+            return Err((
+                "dedup.header",
+                "is required with dedup.key = \"header\": name the header holding the message id".to_owned(),
+            ));
+        }
+        (DedupKeyKind::Header, Some(header)) if header.is_empty() => {
+            return Err(("dedup.header", "must not be empty".to_owned()));
+        }
+        (kind, Some(_)) if kind != DedupKeyKind::Header => {
+            return Err(("dedup.header", "is only used with dedup.key = \"header\"".to_owned()));
+        }
+        _ => {}
+    }
+    at_least("dedup.ttl_seconds", dedup.ttl_seconds, 1)?;
+    at_least("dedup.redis_timeout_ms", dedup.redis_timeout_ms, 1)?;
+    at_least("dedup.memory_capacity", dedup.memory_capacity, 1)?;
+    match &dedup.redis_url {
+        None if dedup.redis_cluster => {
+            return Err(("dedup.redis_cluster", "needs dedup.redis_url to name the cluster's nodes".to_owned()));
+        }
+        None => {}
+        Some(urls) if urls.is_empty() => return Err(("dedup.redis_url", "must name at least one Redis".to_owned())),
+        Some(urls) if urls.len() > 1 && !dedup.redis_cluster => {
+            return Err((
+                "dedup.redis_url",
+                "names several Redis servers; set dedup.redis_cluster = true for a cluster, or give one".to_owned(),
+            ));
+        }
+        Some(urls) => {
+            for url in urls {
+                if let Err(error) = url.as_str().into_connection_info() {
+                    return Err((
+                        "dedup.redis_url",
+                        format!("{url:?} is not a Redis URL (redis://host:port/db): {error}"),
+                    ));
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -7,4 +7,7 @@ mod load;
 mod stage;
 
 pub use load::{ConfigError, load};
-pub use stage::{CreateTopics, EmbeddedSection, KafkaSection, PluginSection, RetrySection, StageConfig, StageSection};
+pub use stage::{
+    CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection, KafkaSection, OnStoreError, PluginSection, RetrySection,
+    StageConfig, StageSection,
+};

@@ -17,6 +17,8 @@ pub struct StageConfig {
     pub kafka: KafkaSection,
     #[serde(default)]
     pub retry: RetrySection,
+    /// Skip messages already handled; off without this section.
+    pub dedup: Option<DedupSection>,
     /// Only for `kafka.brokers = "embedded"`.
     #[serde(default)]
     pub embedded: EmbeddedSection,
@@ -131,6 +133,60 @@ impl Default for RetrySection {
     }
 }
 
+/// Deduplication: a message whose key is already marked done is skipped
+/// (its offset finished, no plugin call, no outputs).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupSection {
+    /// What identifies a message: `header` (the header named by
+    /// `dedup.header`), `message-key`, `content-hash` (of key and value) or
+    /// `coordinates` (topic, partition, offset: a redelivery after a crash
+    /// is skipped).
+    pub key: DedupKeyKind,
+    /// The header holding the message id, for `key = "header"`.
+    pub header: Option<String>,
+    /// How long a done-mark lasts, in seconds; after it, the same key is
+    /// handled again.
+    #[serde(default = "default_dedup_ttl_seconds")]
+    pub ttl_seconds: u64,
+    /// What to do while the store is unreachable: `pause` (stop taking
+    /// messages and retry with backoff until it returns) or `process`
+    /// (handle messages unguarded, and write no marks).
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+    /// Redis address(es), `redis://host:port/db` (`rediss://` for TLS). One
+    /// for a single Redis; with `redis_cluster`, seed nodes of a cluster.
+    /// Without it, done-marks live in this process's memory.
+    #[serde(default, deserialize_with = "optional_string_or_list")]
+    pub redis_url: Option<Vec<String>>,
+    #[serde(default)]
+    pub redis_cluster: bool,
+    /// Redis commands taking longer than this fail (and are retried), in
+    /// milliseconds.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// Most keys the in-memory store keeps; the oldest go first.
+    #[serde(default = "default_memory_capacity")]
+    pub memory_capacity: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DedupKeyKind {
+    Header,
+    MessageKey,
+    ContentHash,
+    Coordinates,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnStoreError {
+    #[default]
+    Pause,
+    Process,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedSection {
@@ -165,6 +221,22 @@ fn default_drain_timeout_ms() -> u64 {
 
 fn default_replication_factor() -> i32 {
     1
+}
+
+fn default_dedup_ttl_seconds() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_memory_capacity() -> u64 {
+    1_000_000
+}
+
+fn optional_string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {
+    string_or_list(deserializer).map(Some)
 }
 
 /// TOML scalars of any type, kept as text: `retries = 3` and

@@ -1,13 +1,14 @@
 //! The stage's consumer: a consumer group member whose offsets move only
 //! when the pipeline says a message is finished.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
+use super::partition_feed::PartitionFeed;
 use super::record::{ConsumedRecord, TopicPartition};
 
 /// Told about partitions coming and going. Called on the consumer's own
@@ -19,12 +20,42 @@ pub trait RebalanceListener: Send + Sync + 'static {
     /// anything was finished; they are committed before the partitions go.
     fn partitions_revoked(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)>;
 
-    /// These partitions are now this member's.
-    fn partitions_assigned(&self, partitions: &[TopicPartition]);
+    /// These partitions are now this member's, each with its own feed of
+    /// fetched records.
+    fn partitions_assigned(&self, feeds: Vec<PartitionFeed>);
 }
 
-struct ListenerContext<L> {
+type Inner<L> = BaseConsumer<ListenerContext<L>>;
+
+struct ListenerContext<L: RebalanceListener> {
     listener: Arc<L>,
+    /// The consumer this context belongs to, for splitting partition
+    /// queues on assignment. Weak: the consumer owns this context.
+    consumer: OnceLock<Weak<Inner<L>>>,
+}
+
+impl<L: RebalanceListener> ListenerContext<L> {
+    /// Give each newly assigned partition its own queue. Done inside the
+    /// assignment callback, before any of their records can be fetched, so
+    /// none land on the shared queue.
+    fn split_feeds(&self, list: &TopicPartitionList) -> Vec<PartitionFeed> {
+        let consumer = self.consumer.get().and_then(Weak::upgrade);
+        partitions_of(list)
+            .into_iter()
+            .map(|partition| {
+                let queue = consumer
+                    .as_ref()
+                    .and_then(|consumer| consumer.split_partition_queue(&partition.topic, partition.partition));
+                match queue {
+                    Some(queue) => PartitionFeed::split(partition, queue),
+                    None => {
+                        tracing::warn!(%partition, "could not give the partition its own queue; its records come through the shared one");
+                        PartitionFeed::shared(partition)
+                    }
+                }
+            })
+            .collect()
+    }
 }
 
 impl<L: RebalanceListener> ClientContext for ListenerContext<L> {}
@@ -41,17 +72,13 @@ impl<L: RebalanceListener> ConsumerContext for ListenerContext<L> {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
-                // librdkafka remembers a pause across revoke and re-assign of
-                // the same partition; a newly assigned partition must fetch.
-                if let Err(error) = consumer.resume(list) {
-                    tracing::warn!(%error, "could not clear the fetch pause of newly assigned partitions");
-                }
-                let partitions = partitions_of(list);
+                let feeds = self.split_feeds(list);
+                let partitions: Vec<TopicPartition> = feeds.iter().map(|feed| feed.partition().clone()).collect();
                 tracing::info!(partitions = %describe(&partitions), "partitions assigned");
-                self.listener.partitions_assigned(&partitions);
+                self.listener.partitions_assigned(feeds);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "consumer group rebalance failed"),
             Rebalance::Revoke(_) => {}
@@ -61,20 +88,25 @@ impl<L: RebalanceListener> ConsumerContext for ListenerContext<L> {
 
 /// A consumer group member reading the stage's input topics.
 pub struct SourceConsumer<L: RebalanceListener> {
-    consumer: BaseConsumer<ListenerContext<L>>,
+    consumer: Arc<Inner<L>>,
 }
 
 impl<L: RebalanceListener> SourceConsumer<L> {
     /// Join the group and subscribe to `topics`.
     pub fn subscribe(config: &ClientConfig, topics: &[String], listener: Arc<L>) -> Result<Self, KafkaError> {
-        let consumer: BaseConsumer<ListenerContext<L>> = config.create_with_context(ListenerContext { listener })?;
+        let consumer: Arc<Inner<L>> = Arc::new(config.create_with_context(ListenerContext {
+            listener,
+            consumer: OnceLock::new(),
+        })?);
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(SourceConsumer { consumer })
     }
 
-    /// The next record, waiting at most `timeout`. Rebalance callbacks run
-    /// inside this call.
+    /// Serve the group: rebalance callbacks run inside this call. Records
+    /// normally arrive on their partitions' feeds; one returned here is for
+    /// a partition whose feed could not be split off.
     pub fn poll(&self, timeout: Duration) -> Option<Result<ConsumedRecord, KafkaError>> {
         self.consumer.poll(timeout).map(|result| {
             result.map(|message| {
@@ -83,16 +115,6 @@ impl<L: RebalanceListener> SourceConsumer<L> {
                 ConsumedRecord::from_message(&message, partition)
             })
         })
-    }
-
-    /// Stop fetching one partition (records already fetched may still come).
-    pub fn pause(&self, partition: &TopicPartition) -> Result<(), KafkaError> {
-        self.consumer.pause(&single(partition))
-    }
-
-    /// Fetch one partition again, from the record after the last one polled.
-    pub fn resume(&self, partition: &TopicPartition) -> Result<(), KafkaError> {
-        self.consumer.resume(&single(partition))
     }
 
     /// Commit `offsets` (each the next offset to read). `sync` waits for the
@@ -155,12 +177,6 @@ fn commit_offsets<C: ConsumerContext>(
         list.add_partition_offset(&partition.topic, partition.partition, Offset::Offset(*offset))?;
     }
     consumer.commit(&list, mode)
-}
-
-fn single(partition: &TopicPartition) -> TopicPartitionList {
-    let mut list = TopicPartitionList::new();
-    list.add_partition(&partition.topic, partition.partition);
-    list
 }
 
 fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {

@@ -8,6 +8,7 @@
 mod client_config;
 mod consumer;
 mod embedded;
+mod partition_feed;
 mod producer;
 mod record;
 mod topics;
@@ -15,6 +16,7 @@ mod topics;
 pub use client_config::{consumer_config, producer_config};
 pub use consumer::{RebalanceListener, SourceConsumer};
 pub use embedded::EmbeddedCluster;
+pub use partition_feed::PartitionFeed;
 pub use producer::{DeliveryError, PendingDelivery, SinkProducer};
 pub use record::{ConsumedRecord, OutgoingRecord, TopicPartition};
 pub use topics::{TopicError, ensure_topics};

@@ -14,6 +14,8 @@ pub struct StageCounters {
     failed_attempts: AtomicU64,
     delivery_failures: AtomicU64,
     dead_lettered: AtomicU64,
+    deduplicated: AtomicU64,
+    store_errors: AtomicU64,
 }
 
 /// A snapshot of [`StageCounters`].
@@ -35,6 +37,11 @@ pub struct StageSummary {
     pub delivery_failures: u64,
     /// Messages acknowledged on the dead-letter topic.
     pub dead_lettered: u64,
+    /// Messages skipped because their dedup key was already done.
+    pub deduplicated: u64,
+    /// Dedup store calls that failed (each retried or, if so configured,
+    /// passed over).
+    pub store_errors: u64,
 }
 
 impl StageCounters {
@@ -70,6 +77,14 @@ impl StageCounters {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn deduplicated(&self, count: u64) {
+        self.deduplicated.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn store_error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StageSummary {
         StageSummary {
             received: self.received.load(Ordering::Relaxed),
@@ -80,6 +95,8 @@ impl StageCounters {
             failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
             delivery_failures: self.delivery_failures.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            deduplicated: self.deduplicated.load(Ordering::Relaxed),
+            store_errors: self.store_errors.load(Ordering::Relaxed),
         }
     }
 }

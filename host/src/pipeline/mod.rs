@@ -1,8 +1,8 @@
 //! The stage loop: message -> plugin -> verdict -> effects -> offset.
 //!
-//! The only module that knows both Kafka and Wasm. A consumer thread polls
-//! and routes records to one worker per assigned partition; each worker
-//! calls the plugin, produces outputs or dead-letter records, retries in
+//! The only module that knows both Kafka and Wasm. A consumer thread serves
+//! the consumer group and commits; one worker per assigned partition takes
+//! records from that partition's own feed, calls the plugin, produces outputs or dead-letter records, retries in
 //! place with backoff, and reports which offsets are finished. Offsets are
 //! committed only once everything a verdict asked for is acknowledged by the
 //! broker, and never past an unfinished message.
@@ -10,8 +10,10 @@
 mod consumer_loop;
 mod counters;
 mod dead_letter;
+mod dedup_screen;
 mod offset_tracker;
 mod partition_worker;
+mod record_intake;
 mod retry_policy;
 mod stage;
 

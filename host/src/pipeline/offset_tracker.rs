@@ -21,14 +21,12 @@ impl OffsetTracker {
         OffsetTracker::default()
     }
 
-    /// A message at `offset` is now being worked on. Messages arrive in
-    /// offset order, so an offset at or below the highest taken is one put
-    /// back for a retry, and changes nothing.
+    /// A message at `offset` is now being worked on, until it is finished.
+    /// Offsets normally arrive in order, but one that arrives late (or is
+    /// delivered again) still holds the commit back until it is finished.
     pub fn take(&mut self, offset: i64) {
-        if self.highest_taken.is_none_or(|highest| offset > highest) {
-            self.highest_taken = Some(offset);
-            self.unfinished.insert(offset);
-        }
+        self.unfinished.insert(offset);
+        self.highest_taken = self.highest_taken.max(Some(offset));
     }
 
     /// The message at `offset` is finished: its outputs or dead-letter
@@ -103,6 +101,19 @@ mod tests {
         assert_eq!(tracker.committable(), Some(0));
         tracker.finish(0);
         assert_eq!(tracker.committable(), Some(3));
+    }
+
+    #[test]
+    fn a_message_that_arrives_late_holds_the_commit_back() {
+        let mut tracker = OffsetTracker::new();
+        tracker.take(7);
+        tracker.take(8);
+        tracker.take(6);
+        tracker.finish(7);
+        tracker.finish(8);
+        assert_eq!(tracker.committable(), Some(6));
+        tracker.finish(6);
+        assert_eq!(tracker.committable(), Some(9));
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::runtime::Handle;
@@ -16,20 +16,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::counters::StageCounters;
 use super::dead_letter::DeadLetterHeaders;
+use super::dedup_screen::{Dedup, DedupScreen};
 use super::offset_tracker::OffsetTracker;
+use super::record_intake::RecordIntake;
 use super::retry_policy::RetryPolicy;
-use crate::kafka::{ConsumedRecord, DeliveryError, OutgoingRecord, SinkProducer, TopicPartition};
+use crate::kafka::{ConsumedRecord, DeliveryError, OutgoingRecord, PartitionFeed, SinkProducer, TopicPartition};
 use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginWorker, Verdict};
 
 /// Header naming the plugin version that produced an output record.
 pub const PLUGIN_VERSION_HEADER: &str = "sluice.plugin.version";
-
-/// Records waiting for a worker, beyond which they are stashed by the
-/// consumer thread (see `consumer_loop` for the backpressure that follows).
-const INBOX_CAPACITY: usize = 10_000;
-
-/// Retry waits at least this long pause the partition's fetching.
-const PAUSE_FOR_BACKOFF_OF_AT_LEAST: Duration = Duration::from_millis(100);
 
 /// What every partition worker of a stage shares.
 pub(crate) struct WorkerContext {
@@ -44,6 +39,8 @@ pub(crate) struct WorkerContext {
     /// Bounds plugin calls running at once across partitions.
     pub(crate) plugin_calls: Arc<Semaphore>,
     pub(crate) counters: Arc<StageCounters>,
+    /// Off when the stage has no `[dedup]` section.
+    pub(crate) dedup: Option<Arc<Dedup>>,
     pub(crate) plugin: Plugin,
     pub(crate) runtime: Handle,
 }
@@ -53,48 +50,42 @@ pub(crate) struct WorkerContext {
 pub(crate) struct PartitionShared {
     /// Next offset to commit, or -1 before anything is finished.
     committable: AtomicI64,
-    /// The worker is waiting out a retry backoff: fetching should pause.
-    backing_off: AtomicBool,
 }
 
 impl PartitionShared {
     pub(crate) fn committable(&self) -> Option<i64> {
         Some(self.committable.load(Ordering::Acquire)).filter(|offset| *offset >= 0)
     }
-
-    pub(crate) fn backing_off(&self) -> bool {
-        self.backing_off.load(Ordering::Relaxed)
-    }
 }
 
 /// The consumer thread's handle on a running worker.
 pub(crate) struct WorkerHandle {
-    pub(crate) inbox: mpsc::Sender<ConsumedRecord>,
+    /// For the rare record of this partition that arrives on the
+    /// consumer's shared queue rather than the partition's feed.
+    pub(crate) hand_over: mpsc::UnboundedSender<ConsumedRecord>,
     pub(crate) shared: Arc<PartitionShared>,
     pub(crate) stop: CancellationToken,
     pub(crate) task: JoinHandle<()>,
 }
 
-impl WorkerHandle {
-    /// Whether the worker has taken every record handed to it.
-    pub(crate) fn inbox_is_empty(&self) -> bool {
-        self.inbox.capacity() == self.inbox.max_capacity()
-    }
-}
-
-/// Start a worker for `partition` on the stage's runtime.
-pub(crate) fn spawn_worker(partition: TopicPartition, context: Arc<WorkerContext>) -> WorkerHandle {
-    let (sender, inbox) = mpsc::channel(INBOX_CAPACITY.max(context.batch_size));
+/// Start a worker for the feed's partition on the stage's runtime.
+pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> WorkerHandle {
+    let partition = feed.partition().clone();
+    let (intake, hand_over) = RecordIntake::new(feed);
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
-        backing_off: AtomicBool::new(false),
     });
     let stop = CancellationToken::new();
+    let dedup = context
+        .dedup
+        .clone()
+        .map(|dedup| DedupScreen::new(dedup, context.counters.clone(), partition.to_string()));
     let worker = PartitionWorker {
+        dedup,
         partition,
         plugin: Some(context.plugin.worker()),
         context: context.clone(),
-        inbox,
+        intake,
         backlog: VecDeque::new(),
         tracker: OffsetTracker::new(),
         in_flight: FuturesUnordered::new(),
@@ -103,7 +94,7 @@ pub(crate) fn spawn_worker(partition: TopicPartition, context: Arc<WorkerContext
     };
     let task = context.runtime.spawn(worker.run());
     WorkerHandle {
-        inbox: sender,
+        hand_over,
         shared,
         stop,
         task,
@@ -122,6 +113,8 @@ struct Delivered {
 
 enum Outcome {
     Outputs(u64),
+    /// The plugin returned no outputs: nothing to wait for.
+    Filtered,
     DeadLettered,
 }
 
@@ -130,10 +123,11 @@ struct PartitionWorker {
     context: Arc<WorkerContext>,
     /// Taken out while a call runs on the blocking pool.
     plugin: Option<PluginWorker>,
-    inbox: mpsc::Receiver<ConsumedRecord>,
+    intake: RecordIntake,
     /// Messages taken but put back behind a retry, to handle next.
     backlog: VecDeque<Message>,
     tracker: OffsetTracker,
+    dedup: Option<DedupScreen>,
     in_flight: FuturesUnordered<BoxFuture<'static, Delivered>>,
     shared: Arc<PartitionShared>,
     stop: CancellationToken,
@@ -156,25 +150,43 @@ impl PartitionWorker {
                 biased;
                 _ = self.stop.cancelled() => break,
                 Some(delivered) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    if self.on_delivered(delivered).await.is_err() {
+                    let mut ready = vec![delivered];
+                    while let Some(Some(delivered)) = self.in_flight.next().now_or_never() {
+                        ready.push(delivered);
+                    }
+                    if self.on_delivered(ready).await.is_err() {
                         break;
                     }
                 }
-                count = self.inbox.recv_many(&mut received, batch_size), if self.in_flight.len() < self.context.max_in_flight => {
-                    if count == 0 {
-                        break;
-                    }
+                _ = self.intake.take(&mut received, batch_size), if self.in_flight.len() < self.context.max_in_flight => {
+                    self.context.counters.received(received.len() as u64);
                     let messages: Vec<Message> = received.drain(..).map(into_message).collect();
                     for message in &messages {
                         self.tracker.take(message.offset);
                     }
-                    if self.process(messages).await.is_err() {
+                    let Ok(messages) = self.screen(messages).await else {
+                        break;
+                    };
+                    if !messages.is_empty() && self.process(messages).await.is_err() {
                         break;
                     }
                 }
             }
         }
         self.drain().await;
+    }
+
+    /// Finish at once the messages the dedup store says are done; return
+    /// the rest.
+    async fn screen(&mut self, messages: Vec<Message>) -> Result<Vec<Message>, Stopped> {
+        let Some(dedup) = self.dedup.as_mut() else {
+            return Ok(messages);
+        };
+        let screened = dedup.screen(messages, &self.stop).await.ok_or(Stopped)?;
+        for offset in screened.already_done {
+            self.finish(offset);
+        }
+        Ok(screened.to_handle)
     }
 
     /// Ask the plugin about `messages` and act on the verdicts in order. At
@@ -211,8 +223,9 @@ impl PartitionWorker {
     }
 
     /// Back off and try `message` again until it succeeds, dead-letters, or
-    /// runs out of attempts. Fetching for this partition pauses meanwhile;
-    /// other partitions carry on.
+    /// runs out of attempts. The partition's feed is not read meantime, so
+    /// its fetching stops at librdkafka's prefetch limit; other partitions
+    /// carry on.
     async fn retry_in_place(
         &mut self,
         mut message: Message,
@@ -227,11 +240,6 @@ impl PartitionWorker {
             }
             let delay = self.context.retry.delay_after(message.attempt, requested);
             self.context.counters.retry();
-            // Pausing makes librdkafka drop and later re-fetch what it
-            // prefetched; for short waits the inbox absorbs the meantime.
-            self.shared
-                .backing_off
-                .store(delay >= PAUSE_FOR_BACKOFF_OF_AT_LEAST, Ordering::Relaxed);
             tracing::debug!(partition = %self.partition, offset = message.offset, attempt = message.attempt, ?delay, %reason, "retrying after backoff");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -260,7 +268,6 @@ impl PartitionWorker {
                 }
             }
         };
-        self.shared.backing_off.store(false, Ordering::Relaxed);
         outcome
     }
 
@@ -289,8 +296,11 @@ impl PartitionWorker {
 
     async fn produce_outputs(&mut self, message: Message, outputs: Vec<Output>) {
         if outputs.is_empty() {
-            self.context.counters.filtered();
-            self.finish(message.offset);
+            self.in_flight.push(Box::pin(std::future::ready(Delivered {
+                message,
+                result: Ok(()),
+                outcome: Outcome::Filtered,
+            })));
             return;
         }
         let version = self.context.plugin.version().full().as_bytes().to_vec();
@@ -359,25 +369,50 @@ impl PartitionWorker {
         }));
     }
 
-    /// A message's records were acknowledged, or failed for good. A failure
-    /// is a failed attempt: the message is tried again.
-    async fn on_delivered(&mut self, delivered: Delivered) -> Result<(), Stopped> {
-        match delivered.result {
-            Ok(()) => {
-                match delivered.outcome {
-                    Outcome::Outputs(count) => self.context.counters.outputs(count),
-                    Outcome::DeadLettered => self.context.counters.dead_lettered(),
-                }
-                self.finish(delivered.message.offset);
-                Ok(())
-            }
-            Err(error) => {
-                self.context.counters.delivery_failure();
-                tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed after the producer's retries; trying the message again");
-                self.retry_in_place(delivered.message, format!("delivery failed: {error}"), None)
-                    .await
-            }
+    /// Messages whose records were acknowledged, or failed for good. The
+    /// acknowledged ones are finished (after their done-marks are written);
+    /// a failure is a failed attempt: the message is tried again.
+    async fn on_delivered(&mut self, ready: Vec<Delivered>) -> Result<(), Stopped> {
+        let (acknowledged, failed): (Vec<Delivered>, Vec<Delivered>) =
+            ready.into_iter().partition(|delivered| delivered.result.is_ok());
+        self.complete(acknowledged).await?;
+        for delivered in failed {
+            let Err(error) = delivered.result else {
+                unreachable!("partitioned by result")
+            };
+            self.context.counters.delivery_failure();
+            tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed after the producer's retries; trying the message again");
+            self.retry_in_place(delivered.message, format!("delivery failed: {error}"), None)
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Count and finish acknowledged messages, writing their done-marks
+    /// first when the stage deduplicates.
+    async fn complete(&mut self, acknowledged: Vec<Delivered>) -> Result<(), Stopped> {
+        if acknowledged.is_empty() {
+            return Ok(());
+        }
+        let duplicates = match self.dedup.as_mut() {
+            Some(dedup) => {
+                let messages: Vec<&Message> = acknowledged.iter().map(|delivered| &delivered.message).collect();
+                dedup.mark_done(&messages, &self.stop).await.ok_or(Stopped)?
+            }
+            None => Vec::new(),
+        };
+        for delivered in acknowledged {
+            match delivered.outcome {
+                Outcome::Outputs(count) => self.context.counters.outputs(count),
+                Outcome::Filtered => self.context.counters.filtered(),
+                Outcome::DeadLettered => self.context.counters.dead_lettered(),
+            }
+            self.finish(delivered.message.offset);
+        }
+        for offset in duplicates {
+            self.finish(offset);
+        }
+        Ok(())
     }
 
     fn finish(&mut self, offset: i64) {
@@ -393,32 +428,24 @@ impl PartitionWorker {
     /// uncommitted, to be consumed again by whoever owns the partition next.
     async fn drain(&mut self) {
         let deadline = tokio::time::Instant::now() + self.context.drain_timeout;
+        let mut acknowledged = Vec::new();
         while !self.in_flight.is_empty() {
             match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
-                Ok(Some(Delivered {
-                    result: Ok(()),
-                    message,
-                    outcome,
-                })) => {
-                    match outcome {
-                        Outcome::Outputs(count) => self.context.counters.outputs(count),
-                        Outcome::DeadLettered => self.context.counters.dead_lettered(),
+                Ok(Some(delivered)) => match &delivered.result {
+                    Ok(()) => acknowledged.push(delivered),
+                    Err(error) => {
+                        tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed while stopping; the message stays uncommitted");
                     }
-                    self.finish(message.offset);
-                }
-                Ok(Some(Delivered {
-                    result: Err(error),
-                    message,
-                    ..
-                })) => {
-                    tracing::warn!(partition = %self.partition, offset = message.offset, %error, "delivery failed while stopping; the message stays uncommitted");
-                }
+                },
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(partition = %self.partition, abandoned = self.in_flight.len(), "stopping before every acknowledgement arrived; those messages stay uncommitted");
                     break;
                 }
             }
+        }
+        if self.complete(acknowledged).await.is_err() {
+            tracing::warn!(partition = %self.partition, "could not write done-marks while stopping; those messages stay uncommitted");
         }
         tracing::debug!(partition = %self.partition, committable = ?self.tracker.committable(), unfinished = self.tracker.unfinished(), "partition worker stopped");
     }

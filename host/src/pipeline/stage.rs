@@ -9,9 +9,11 @@ use tokio::sync::Semaphore;
 
 use super::consumer_loop::{StopWhen, WorkerRegistry, run_consumer_loop};
 use super::counters::{StageCounters, StageSummary};
+use super::dedup_screen::Dedup;
 use super::partition_worker::WorkerContext;
 use super::retry_policy::RetryPolicy;
 use crate::config::StageConfig;
+use crate::dedup::{StoreError, open_store};
 use crate::kafka::{self, KafkaError, SinkProducer, SourceConsumer, TopicError};
 use crate::plugin::{LoadError, Plugin, PluginFailure};
 
@@ -26,6 +28,8 @@ pub enum StageError {
     Client { client: &'static str, source: KafkaError },
     #[error(transparent)]
     Topics(#[from] TopicError),
+    #[error("cannot open the dedup store: {0}")]
+    DedupStore(#[from] StoreError),
     #[error("the stage stopped: {0}")]
     Crashed(String),
 }
@@ -103,6 +107,14 @@ impl Stage {
         tracing::info!(brokers = %self.bootstrap_servers, topics = %topics.join(", "), "brokers reachable and topics present");
 
         let stage = &self.config.stage;
+        let dedup = match &self.config.dedup {
+            Some(config) => {
+                let store = open_store(config)?;
+                tracing::info!(key = ?config.key, store = %store.describe(), "deduplicating");
+                Some(Arc::new(Dedup::new(&stage.name, config, store)))
+            }
+            None => None,
+        };
         let context = Arc::new(WorkerContext {
             stage_name: stage.name.clone(),
             output_topic: kafka_config.output_topic.clone(),
@@ -114,6 +126,7 @@ impl Stage {
             producer: producer.clone(),
             plugin_calls: Arc::new(Semaphore::new(stage.concurrency)),
             counters: self.counters.clone(),
+            dedup,
             plugin: self.plugin.clone(),
             runtime: tokio::runtime::Handle::current(),
         });
