@@ -11,6 +11,7 @@ use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic, wai
 use sluice_tests::stage::StageFile;
 
 const LIMIT: Duration = Duration::from_secs(300);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
 const TOPICS: [&str; 3] = ["in", "out", "dlq"];
 
@@ -84,9 +85,11 @@ fn sigkill_at_random_points_loses_nothing() {
     // Every message waits out one 1 ms retry, so 20,000 take seconds and the
     // kills land mid-stream; a short session timeout lets the group notice a
     // killed member quickly.
-    let extra =
-        "[plugin.config]\nretries = 1\ndelay-ms = 1\n\n[kafka.consumer_properties]\n\"session.timeout.ms\" = 6000\n";
-    let stage = StageFile::for_plugin(&brokers, "retry-n-times", "crashy", TOPICS, extra);
+    let extra = format!(
+        "[plugin.config]\nretries = 1\ndelay-ms = 1\n\n[kafka.consumer_properties]\n\"session.timeout.ms\" = {}\n",
+        SESSION_TIMEOUT.as_millis()
+    );
+    let stage = StageFile::for_plugin(&brokers, "retry-n-times", "crashy", TOPICS, &extra);
     let mut random = rand::rng();
 
     let mut kills = Vec::new();
@@ -100,6 +103,11 @@ fn sigkill_at_random_points_loses_nothing() {
         let after = Duration::from_millis(random.random_range(300..2500));
         std::thread::sleep(after);
         process.signal(libc::SIGKILL);
+        // tansu keeps a killed member in the group until someone joins
+        // after its session timed out, and a member that joins earlier can
+        // be left with no partitions for good (Apache Kafka rebalances); so
+        // the next start waits out the 6 s session.
+        std::thread::sleep(SESSION_TIMEOUT + Duration::from_secs(1));
         let seen = read_topic(&brokers, "out", usize::MAX, Duration::from_secs(1), Duration::ZERO).len();
         kills.push((after.as_millis(), seen));
         drop(process);

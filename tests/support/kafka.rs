@@ -194,6 +194,11 @@ pub fn read_topic(brokers: &str, topic: &str, expected: usize, limit: Duration, 
     records
 }
 
+/// Everything on `topic` right now: reads for two seconds.
+pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
+    read_topic(brokers, topic, usize::MAX, Duration::from_secs(2), Duration::ZERO)
+}
+
 /// The group's committed offset for each partition of `topic` (`None` where
 /// nothing is committed).
 pub fn committed_offsets(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {

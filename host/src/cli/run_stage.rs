@@ -141,4 +141,8 @@ fn print_summary(stage: &str, summary: &StageSummary) {
     println!("  retried         {}", summary.retries);
     println!("  failed attempts {}", summary.failed_attempts);
     println!("  dead-lettered   {}", summary.dead_lettered);
+    println!("  deduplicated    {}", summary.deduplicated);
+    if summary.store_errors > 0 {
+        println!("  store errors    {}", summary.store_errors);
+    }
 }
