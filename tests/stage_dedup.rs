@@ -68,7 +68,12 @@ fn a_message_produced_twice_yields_one_output() {
     process.wait(Duration::from_secs(30)).expect("the stage stops");
 
     let counts = count_by_key(&outputs);
-    assert_eq!(counts.len(), 300, "every message has an output; log:\n{}", process.log());
+    assert_eq!(
+        counts.len(),
+        300,
+        "every message has an output; log:\n{}",
+        process.log()
+    );
     assert_eq!(duplicates(&counts), 0, "log:\n{}", process.log());
     for record in &outputs {
         let n = &record.key_text()["key-".len()..];
@@ -79,7 +84,10 @@ fn a_message_produced_twice_yields_one_output() {
     let marks = redis.keys("sluice:test-stage:done:header:*");
     assert_eq!(marks.len(), 300);
     let ttl = redis.ttl(&marks[0]);
-    assert!(ttl > 7 * 24 * 3600 - 60 && ttl <= 7 * 24 * 3600, "default TTL is 7 days, got {ttl}");
+    assert!(
+        ttl > 7 * 24 * 3600 - 60 && ttl <= 7 * 24 * 3600,
+        "default TTL is 7 days, got {ttl}"
+    );
 }
 
 #[test]
@@ -88,13 +96,27 @@ fn duplicates_across_a_restart_are_skipped() {
     let redis = Redis::start();
     let brokers = broker.bootstrap_servers();
     create_topics(&brokers, &TOPICS, 2);
-    let stage = StageFile::for_plugin(&brokers, "uppercase", "dedup-restart", TOPICS, &header_dedup(&redis, ""));
+    let stage = StageFile::for_plugin(
+        &brokers,
+        "uppercase",
+        "dedup-restart",
+        TOPICS,
+        &header_dedup(&redis, ""),
+    );
 
     produce(&brokers, "in", &(0..100).map(|n| with_id(n, 2)).collect::<Vec<_>>());
     let mut first = stage.start("first.log");
-    assert_eq!(read_topic(&brokers, "out", 100, LIMIT, SETTLE).len(), 100, "log:\n{}", first.log());
+    assert_eq!(
+        read_topic(&brokers, "out", 100, LIMIT, SETTLE).len(),
+        100,
+        "log:\n{}",
+        first.log()
+    );
     first.signal(libc::SIGTERM);
-    assert_eq!(first.wait(Duration::from_secs(30)).and_then(|status| status.code()), Some(0));
+    assert_eq!(
+        first.wait(Duration::from_secs(30)).and_then(|status| status.code()),
+        Some(0)
+    );
 
     // Half of these were handled by the first run.
     produce(&brokers, "in", &(50..150).map(|n| with_id(n, 2)).collect::<Vec<_>>());
@@ -133,7 +155,12 @@ fn ttl_expiry_lets_a_key_be_handled_again() {
     std::thread::sleep(Duration::from_secs(4));
     produce(&brokers, "in", &[with_id(1, 1)]);
     let outputs = read_topic(&brokers, "out", 2, LIMIT, SETTLE);
-    assert_eq!(outputs.len(), 2, "after the TTL it is handled again; log:\n{}", process.log());
+    assert_eq!(
+        outputs.len(),
+        2,
+        "after the TTL it is handled again; log:\n{}",
+        process.log()
+    );
 }
 
 #[test]
@@ -161,8 +188,16 @@ fn redis_stopped_mid_stream_pauses_the_stage_and_loses_nothing() {
     redis.restart();
     let outputs = read_topic(&brokers, "out", total, LIMIT, SETTLE);
 
-    assert!(before >= 500 && before < total, "Redis went away mid-stream ({before} outputs)");
-    assert_eq!(during, stalled_at, "nothing is handled while Redis is away; log:\n{}", process.log());
+    assert!(
+        before >= 500 && before < total,
+        "Redis went away mid-stream ({before} outputs)"
+    );
+    assert_eq!(
+        during,
+        stalled_at,
+        "nothing is handled while Redis is away; log:\n{}",
+        process.log()
+    );
     assert!(during < total, "the outage came before the end");
     let counts = count_by_key(&outputs);
     assert_eq!(counts.len(), total, "nothing lost; log:\n{}", process.log());
@@ -218,7 +253,11 @@ fn coordinates_keys_skip_everything_finished_before_a_sigkill() {
     let mut handled_before_kills = 0;
     for round in 0..kills {
         let process = stage.start(&format!("run-{round}.log"));
-        assert!(process.wait_for_log("partitions assigned", LIMIT), "log:\n{}", process.log());
+        assert!(
+            process.wait_for_log("partitions assigned", LIMIT),
+            "log:\n{}",
+            process.log()
+        );
         std::thread::sleep(Duration::from_millis(random.random_range(1000..2500)));
         process.signal(libc::SIGKILL);
         // tansu keeps a killed member in the group until someone joins
@@ -250,7 +289,16 @@ fn coordinates_keys_skip_everything_finished_before_a_sigkill() {
         skipped + duplicates(&counts) >= handled_before_kills / 2,
         "the last run re-read from offset 0 and skipped what was finished"
     );
-    assert!(duplicates(&counts) <= bound, "duplicates only from messages in flight at a kill");
-    let committed = wait_for_commits(&brokers, "dedup-crashy", "in", &[Some(5000); 4], Duration::from_secs(30));
+    assert!(
+        duplicates(&counts) <= bound,
+        "duplicates only from messages in flight at a kill"
+    );
+    let committed = wait_for_commits(
+        &brokers,
+        "dedup-crashy",
+        "in",
+        &[Some(5000); 4],
+        Duration::from_secs(30),
+    );
     assert_eq!(committed, [Some(5000); 4]);
 }

@@ -2,8 +2,9 @@
 //! consume -> produce passthrough over the same input, in one run.
 //!
 //! `cargo bench -p sluice-tests --bench stage_throughput` (after
-//! `scripts/build-plugins`). Prints msgs/s for both and their ratio; the
-//! target is sluice / bare >= 0.8.
+//! `scripts/build-plugins`). Prints msgs/s for both and their ratio (target
+//! sluice / bare >= 0.8), then sluice again with Redis deduplication on
+//! (target dedup on / off >= 0.7).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use sluice::pipeline::Stage;
 use sluice::plugin::{PluginRuntime, PluginSettings};
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, create_topics, produce};
+use sluice_tests::redis::Redis;
 use sluice_tests::rust_plugin;
 use sluice_tests::stage::{StageFile, StageSpec};
 
@@ -37,7 +39,7 @@ fn main() {
     let brokers = broker.bootstrap_servers();
     create_topics(
         &brokers,
-        &["bench-in", "bare-out", "sluice-out", "sluice-dlq"],
+        &["bench-in", "bare-out", "sluice-out", "sluice-dlq", "dedup-out"],
         PARTITIONS,
     );
     let value = "x".repeat(VALUE_BYTES);
@@ -54,12 +56,21 @@ fn main() {
 
     let bare = bare_passthrough(&brokers);
     println!("  (a) bare rdkafka passthrough   {:>10.0} msgs/s", bare);
-    let sluice = sluice_stage(&brokers);
+    let sluice = sluice_stage(&brokers, "bench-sluice", "sluice-out", "");
     println!("  (b) sluice, uppercase plugin   {:>10.0} msgs/s", sluice);
     let ratio = sluice / bare;
     println!(
         "  b/a = {ratio:.2} (target 0.80: {})",
         if ratio >= 0.8 { "ok" } else { "BELOW TARGET" }
+    );
+    let redis = Redis::start();
+    let dedup = format!("[dedup]\nkey = \"message-key\"\nredis_url = \"{}\"\n", redis.url());
+    let with_dedup = sluice_stage(&brokers, "bench-dedup", "dedup-out", &dedup);
+    println!("  (c) (b) + Redis dedup          {:>10.0} msgs/s", with_dedup);
+    let ratio = with_dedup / sluice;
+    println!(
+        "  c/b = {ratio:.2} (target 0.70: {})",
+        if ratio >= 0.7 { "ok" } else { "BELOW TARGET" }
     );
 }
 
@@ -107,17 +118,17 @@ fn bare_passthrough(brokers: &str) -> f64 {
 /// The same input through a sluice stage running the Rust uppercase plugin,
 /// timed from the first record received to the last one finished (its
 /// output acknowledged).
-fn sluice_stage(brokers: &str) -> f64 {
+fn sluice_stage(brokers: &str, group: &str, output: &str, extra: &str) -> f64 {
     let plugin_path = rust_plugin("uppercase");
     let file = StageFile::new(
         &StageSpec {
             brokers,
             plugin: &plugin_path,
-            group: "bench-sluice",
+            group,
             input: "bench-in",
-            output: "sluice-out",
+            output,
             dead_letter: "sluice-dlq",
-            extra: "",
+            extra,
         }
         .to_toml(),
     );

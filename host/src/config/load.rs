@@ -200,7 +200,10 @@ fn validate_dedup(dedup: &DedupSection) -> Result<(), Invalid> {
     at_least("dedup.memory_capacity", dedup.memory_capacity, 1)?;
     match &dedup.redis_url {
         None if dedup.redis_cluster => {
-            return Err(("dedup.redis_cluster", "needs dedup.redis_url to name the cluster's nodes".to_owned()));
+            return Err((
+                "dedup.redis_cluster",
+                "needs dedup.redis_url to name the cluster's nodes".to_owned(),
+            ));
         }
         None => {}
         Some(urls) if urls.is_empty() => return Err(("dedup.redis_url", "must name at least one Redis".to_owned())),

@@ -111,7 +111,10 @@ mod tests {
             self.value
         }
         fn header(&self, name: &str) -> Option<&[u8]> {
-            self.headers.iter().find(|(header, _)| *header == name).map(|(_, value)| *value)
+            self.headers
+                .iter()
+                .find(|(header, _)| *header == name)
+                .map(|(_, value)| *value)
         }
     }
 

@@ -104,7 +104,11 @@ mod tests {
     async fn the_store_stays_within_its_capacity() {
         let store = MemoryStore::new(10, Duration::from_secs(60));
         let many: Vec<DedupKey> = (0..1000)
-            .map(|n| KeyMaker::new("s", DedupKeyKind::Coordinates, None).key_for(&Numbered(n)).unwrap())
+            .map(|n| {
+                KeyMaker::new("s", DedupKeyKind::Coordinates, None)
+                    .key_for(&Numbered(n))
+                    .unwrap()
+            })
             .collect();
         store.mark_done(&many).await.unwrap();
         store.marks.run_pending_tasks();

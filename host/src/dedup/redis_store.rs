@@ -27,7 +27,7 @@ enum Connection {
     /// Connected on first use, and again after a failed first use; the
     /// cluster connection then follows the cluster's topology itself.
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         connection: OnceCell<ClusterConnection>,
     },
 }
@@ -42,7 +42,7 @@ impl RedisStore {
                 .response_timeout(timeout)
                 .build()?;
             Connection::Cluster {
-                client,
+                client: Box::new(client),
                 connection: OnceCell::new(),
             }
         } else {
@@ -89,7 +89,10 @@ enum Query<'a> {
 }
 
 impl Query<'_> {
-    async fn run<T: redis::FromRedisValue, C: ConnectionLike + Send>(&self, connection: &mut C) -> redis::RedisResult<T> {
+    async fn run<T: redis::FromRedisValue, C: ConnectionLike + Send>(
+        &self,
+        connection: &mut C,
+    ) -> redis::RedisResult<T> {
         match self {
             Query::Command(command) => command.query_async(connection).await,
             Query::Pipeline(pipeline) => pipeline.query_async(connection).await,

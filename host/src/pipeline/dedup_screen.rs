@@ -68,7 +68,10 @@ impl DedupScreen {
     /// one store round trip. `None` if told to stop while the store was
     /// unreachable.
     pub(crate) async fn screen(&mut self, messages: Vec<Message>, stop: &CancellationToken) -> Option<Screened> {
-        let keys: Vec<Option<DedupKey>> = messages.iter().map(|message| self.dedup.keys.key_for(message)).collect();
+        let keys: Vec<Option<DedupKey>> = messages
+            .iter()
+            .map(|message| self.dedup.keys.key_for(message))
+            .collect();
         let to_ask: Vec<DedupKey> = keys
             .iter()
             .flatten()

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use futures::{FutureExt, StreamExt};
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -232,7 +232,7 @@ impl PartitionWorker {
         mut reason: String,
         mut requested: Option<Duration>,
     ) -> Result<(), Stopped> {
-        let outcome = loop {
+        loop {
             if !self.context.retry.allows_another_attempt(message.attempt) {
                 let reason = format!("retries exhausted: {reason}");
                 self.produce_dead_letter(message, reason).await;
@@ -267,8 +267,7 @@ impl PartitionWorker {
                     reason = failure.reason;
                 }
             }
-        };
-        outcome
+        }
     }
 
     /// Run the plugin on the blocking pool (Wasm is CPU work; it must not
