@@ -87,7 +87,10 @@ fn differences(printed: &[(Language, String)], expected: &str) -> String {
             .find(|(_, (got, wanted))| got != wanted);
         match mismatch {
             Some((line, (got, wanted))) => {
-                report += &format!("{language:?}, line {}:\n  got:      {got}\n  expected: {wanted}\n", line + 1)
+                report += &format!(
+                    "{language:?}, line {}:\n  got:      {got}\n  expected: {wanted}\n",
+                    line + 1
+                )
             }
             None if output.lines().count() != expected.lines().count() => {
                 report += &format!(
@@ -149,7 +152,10 @@ fn python_and_javascript_exceptions_are_failed_attempts_quoting_the_exception() 
     ] {
         let printed = sluice_test(&plugin, &input, &[]);
 
-        let lines: Vec<serde_json::Value> = printed.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = printed
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3, "{printed}");
         assert_eq!(lines[0]["outputs"][0]["value"], "a", "{printed}");
         assert_eq!(lines[1]["verdict"], "failed", "{printed}");

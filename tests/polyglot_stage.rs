@@ -24,7 +24,8 @@ fn broker_and_stage(plugin: &Path, partitions: i32, extra: &str) -> (Broker, Str
     let broker = Broker::start();
     let brokers = broker.bootstrap_servers();
     create_topics(&brokers, &TOPICS, partitions);
-    let stage = StageFile::for_plugin_file(&brokers, plugin, "polyglot", TOPICS, extra).sharing_cache(&shared_plugin_cache());
+    let stage =
+        StageFile::for_plugin_file(&brokers, plugin, "polyglot", TOPICS, extra).sharing_cache(&shared_plugin_cache());
     (broker, brokers, stage)
 }
 
@@ -37,8 +38,12 @@ fn by_key(records: &[Record]) -> HashMap<String, &Record> {
 fn uppercase_inputs() -> Vec<Input> {
     (0..1_050)
         .map(|n| {
-            let input = Input::text(n % PARTITIONS, &format!("key-{n}"), &format!("message {n} for the straße"))
-                .with_header("trace", &format!("t-{n}"));
+            let input = Input::text(
+                n % PARTITIONS,
+                &format!("key-{n}"),
+                &format!("message {n} for the straße"),
+            )
+            .with_header("trace", &format!("t-{n}"));
             if n % 21 == 20 {
                 Input {
                     value: vec![b'v', 0xff, n as u8],
@@ -62,18 +67,32 @@ fn uppercase_runs_a_stage_exactly(language: Language) {
     let outputs = read_topic(&brokers, TOPICS[1], 1_000, LIMIT, SETTLE);
     let dead_letters = read_topic(&brokers, TOPICS[2], 50, LIMIT, SETTLE);
     let expected_commits: Vec<Option<i64>> = (0..PARTITIONS).map(|_| Some(350)).collect();
-    let committed = wait_for_commits(&brokers, "polyglot", TOPICS[0], &expected_commits, Duration::from_secs(30));
+    let committed = wait_for_commits(
+        &brokers,
+        "polyglot",
+        TOPICS[0],
+        &expected_commits,
+        Duration::from_secs(30),
+    );
 
     assert_eq!(outputs.len(), 1_000, "{language:?} log:\n{}", process.log());
     assert_eq!(dead_letters.len(), 50, "{language:?} log:\n{}", process.log());
     let outputs = by_key(&outputs);
     let dead_letters = by_key(&dead_letters);
-    assert_eq!((outputs.len(), dead_letters.len()), (1_000, 50), "every key exactly once");
+    assert_eq!(
+        (outputs.len(), dead_letters.len()),
+        (1_000, 50),
+        "every key exactly once"
+    );
     for (n, input) in inputs.iter().enumerate() {
         let key = format!("key-{n}");
         if n % 21 == 20 {
             let record = dead_letters[&key];
-            assert_eq!(record.value.as_deref(), Some(input.value.as_slice()), "{language:?} {key}");
+            assert_eq!(
+                record.value.as_deref(),
+                Some(input.value.as_slice()),
+                "{language:?} {key}"
+            );
             assert_eq!(
                 record.header("sluice.reason").unwrap(),
                 "value is not valid UTF-8: invalid utf-8 sequence of 1 bytes from index 1",
@@ -84,7 +103,11 @@ fn uppercase_runs_a_stage_exactly(language: Language) {
             assert_eq!(record.header("sluice.plugin.version").unwrap(), version);
         } else {
             let record = outputs[&key];
-            assert_eq!(record.value_text(), format!("MESSAGE {n} FOR THE STRASSE"), "{language:?}");
+            assert_eq!(
+                record.value_text(),
+                format!("MESSAGE {n} FOR THE STRASSE"),
+                "{language:?}"
+            );
             assert_eq!(
                 record.headers,
                 vec![
