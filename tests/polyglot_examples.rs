@@ -6,6 +6,8 @@
 //! length, and JSON whose numbers, key order, escapes, surrogates and depth
 //! trip up a naive port.
 //!
+//! `sdk-tour` does the same for every helper of the three SDKs.
+//!
 //! Python and JavaScript components take seconds to compile, so these tests
 //! share one compiled-plugin cache (see `shared_plugin_cache`).
 
@@ -30,6 +32,11 @@ const EDGE_ENRICH_CONFIG: [&str; 8] = [
 
 /// What `sluice test` prints for `plugin` over `input`; fails on a non-zero exit.
 fn sluice_test(plugin: &Path, input: &Path, extra: &[&str]) -> String {
+    sluice_test_with_log(plugin, input, extra).0
+}
+
+/// `sluice test`'s standard output and its log (standard error).
+fn sluice_test_with_log(plugin: &Path, input: &Path, extra: &[&str]) -> (String, String) {
     let output = Command::new(sluice_bin())
         .arg("test")
         .arg(plugin)
@@ -37,15 +44,16 @@ fn sluice_test(plugin: &Path, input: &Path, extra: &[&str]) -> String {
         .arg(input)
         .args(extra)
         .env("SLUICE_CACHE_DIR", shared_plugin_cache())
+        .env("SLUICE_LOG", "info")
         .output()
         .expect("sluice runs");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
-        "sluice test {} failed: {}",
-        plugin.display(),
-        String::from_utf8_lossy(&output.stderr)
+        "sluice test {} failed: {log}",
+        plugin.display()
     );
-    String::from_utf8(output.stdout).expect("sluice test prints UTF-8")
+    (String::from_utf8(output.stdout).expect("sluice test prints UTF-8"), log)
 }
 
 /// Runs `plugin` in every language over each (input, config, expected
@@ -129,6 +137,50 @@ fn json_enrich_prints_the_same_bytes_in_rust_python_and_javascript() {
             ),
         ],
     );
+}
+
+/// The SDKs are the same toolkit: every verdict, output builder, header,
+/// key and config helper, and logging, give the same result in each language.
+#[test]
+fn the_three_sdks_agree_on_every_helper() {
+    let expected = std::fs::read_to_string(fixture("sdk-tour.expected.jsonl")).unwrap();
+    for language in Language::ALL {
+        let (printed, log) = sluice_test_with_log(
+            &language.plugin("sdk-tour"),
+            &fixture("sdk-tour.jsonl"),
+            &["--config", "greeting=hello", "--config", "extra=1"],
+        );
+
+        assert!(
+            printed == expected,
+            "{language:?}:\n{}",
+            differences(&[(language, printed.clone())], &expected)
+        );
+        let logged: Vec<&str> = log
+            .lines()
+            .filter_map(|line| line.split_once("sdk-tour: ").map(|(_, rest)| rest))
+            .filter_map(|rest| rest.split_once(" plugin=").map(|(command, _)| command))
+            .collect();
+        assert_eq!(
+            logged,
+            [
+                "filter",
+                "retry",
+                "retry-later",
+                "dead-letter",
+                "build",
+                "header",
+                "header",
+                "header",
+                "key",
+                "key",
+                "key",
+                "config",
+                "anything else"
+            ],
+            "{language:?} log:\n{log}"
+        );
+    }
 }
 
 /// An uncaught exception is a failed attempt whose reason quotes it, and the
