@@ -1,6 +1,7 @@
 //! A misbehaving plugin costs one failed call, never the worker: the call
 //! comes back as a failure with a readable reason, and the next message runs
-//! on a fresh instance.
+//! on a fresh instance. A plugin that merely leaks costs no call at all: its
+//! instance is replaced before it reaches the memory cap.
 
 use sluice::plugin::{FailureKind, Output, PluginFailure, PluginLimits, PluginSettings, Verdict};
 use sluice_tests::{TestRuntime, rust_plugin, text_message};
@@ -119,4 +120,32 @@ fn a_trap_inside_a_batch_fails_the_batch_and_the_next_batch_runs() {
 
     assert_eq!(failure.kind, FailureKind::Trap);
     assert_eq!(next, vec![passed_through("a"), passed_through("b")]);
+}
+
+#[test]
+fn a_leaking_instance_is_replaced_before_it_reaches_the_memory_cap() {
+    let test = TestRuntime::new();
+    let limits = PluginLimits {
+        memory_mib: 16,
+        ..PluginLimits::default()
+    };
+    let plugin = test.runtime.load_file(&rust_plugin("leaky"), settings(limits)).unwrap();
+    let mut worker = plugin.worker();
+
+    // 1 MiB leaked per call: an instance kept for good would hit the 16 MiB
+    // cap within 16 calls.
+    for offset in 0..100 {
+        let value = format!("message {offset}");
+        assert_eq!(
+            worker.handle(&text_message(offset, &value)),
+            Ok(passed_through(&value)),
+            "call {offset}"
+        );
+    }
+
+    let instances = worker.instances_created();
+    assert!(
+        (100 / 16..100 / 4).contains(&instances),
+        "each instance served several calls, and none ran into the cap: {instances} instances"
+    );
 }

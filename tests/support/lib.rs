@@ -22,15 +22,69 @@ pub fn workspace_root() -> &'static Path {
         .expect("tests/ lives in the workspace root")
 }
 
+/// A language plugins are written in; each has its built plugins in
+/// `plugins/dist/<folder>/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Rust,
+    Python,
+    JavaScript,
+}
+
+impl Language {
+    pub const ALL: [Language; 3] = [Language::Rust, Language::Python, Language::JavaScript];
+
+    /// The folder under `plugins/dist` (and `plugins/`) for this language.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::Python => "python",
+            Language::JavaScript => "js",
+        }
+    }
+
+    /// A built plugin in this language, by name (`uppercase`, `json-enrich`).
+    pub fn plugin(self, name: &str) -> PathBuf {
+        let path = workspace_root()
+            .join("plugins/dist")
+            .join(self.folder())
+            .join(format!("{name}.wasm"));
+        assert!(
+            path.is_file(),
+            "{} is missing: build the guest plugins first with scripts/build-plugins",
+            path.display()
+        );
+        path
+    }
+}
+
 /// A built Rust guest plugin, by crate name (`uppercase`, `trap-on-marker`).
 pub fn rust_plugin(name: &str) -> PathBuf {
-    let path = workspace_root().join("plugins/dist/rust").join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: build the guest plugins first with scripts/build-plugins",
-        path.display()
-    );
-    path
+    Language::Rust.plugin(name)
+}
+
+/// A built Python plugin, by folder name under `plugins/python` (or
+/// `plugins/python/testing`).
+pub fn python_plugin(name: &str) -> PathBuf {
+    Language::Python.plugin(name)
+}
+
+/// A built JavaScript plugin, by folder name under `plugins/js` (or
+/// `plugins/js/testing`).
+pub fn js_plugin(name: &str) -> PathBuf {
+    Language::JavaScript.plugin(name)
+}
+
+/// A compiled-plugin cache shared by every test run in this target
+/// directory. Python and JavaScript components take seconds each to compile
+/// (Rust ones milliseconds); sharing the cache compiles each one once rather
+/// than once per test. Entries are keyed by the file's SHA-256 and the
+/// engine's settings, so sharing cannot serve a stale artifact. Tests of the
+/// cache itself use private directories instead.
+pub fn shared_plugin_cache() -> PathBuf {
+    let dir = profile_dir().join("test-plugin-cache");
+    std::fs::create_dir_all(&dir).expect("shared plugin cache directory");
+    dir
 }
 
 /// A test fixture under tests/fixtures.
@@ -38,15 +92,20 @@ pub fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures").join(name)
 }
 
-/// The `sluice` binary built in the same profile as this test.
-pub fn sluice_bin() -> PathBuf {
+/// `target/<profile>`, where this test's executable was built.
+fn profile_dir() -> PathBuf {
     let test_exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/sluice
-    let profile_dir = test_exe
+    // target/<profile>/deps/<test> -> target/<profile>
+    test_exe
         .parent()
         .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    let binary = profile_dir.join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
+        .expect("test executable lives in target/<profile>/deps")
+        .to_owned()
+}
+
+/// The `sluice` binary built in the same profile as this test.
+pub fn sluice_bin() -> PathBuf {
+    let binary = profile_dir().join(format!("sluice{}", std::env::consts::EXE_SUFFIX));
     assert!(
         binary.is_file(),
         "{} is missing: build it first with `cargo build --release --bin sluice` (scripts/test does)",

@@ -51,21 +51,27 @@ dead_letter_topic = "{dead_letter}"
     }
 }
 
-/// A stage file on disk plus a private compiled-plugin cache.
+/// A stage file on disk plus a compiled-plugin cache, private unless
+/// [`StageFile::sharing_cache`] says otherwise.
 pub struct StageFile {
     pub dir: TempDir,
     pub path: PathBuf,
+    cache_dir: PathBuf,
 }
 
 impl StageFile {
     /// The usual test stage: the built Rust plugin `plugin` between
     /// `topics` = [input, output, dead letter], with `extra` tables appended.
     pub fn for_plugin(brokers: &str, plugin: &str, group: &str, topics: [&str; 3], extra: &str) -> StageFile {
-        let plugin = crate::rust_plugin(plugin);
+        StageFile::for_plugin_file(brokers, &crate::rust_plugin(plugin), group, topics, extra)
+    }
+
+    /// The usual test stage for a plugin file in any language.
+    pub fn for_plugin_file(brokers: &str, plugin: &Path, group: &str, topics: [&str; 3], extra: &str) -> StageFile {
         StageFile::new(
             &StageSpec {
                 brokers,
-                plugin: &plugin,
+                plugin,
                 group,
                 input: topics[0],
                 output: topics[1],
@@ -80,7 +86,15 @@ impl StageFile {
         let dir = TempDir::new().expect("stage directory");
         let path = dir.path().join("stage.toml");
         std::fs::write(&path, toml).expect("write stage file");
-        StageFile { dir, path }
+        let cache_dir = dir.path().join("cache");
+        StageFile { dir, path, cache_dir }
+    }
+
+    /// Compile the plugin into (or load it from) `cache_dir` instead of a
+    /// private cache, such as [`crate::shared_plugin_cache`].
+    pub fn sharing_cache(mut self, cache_dir: &Path) -> StageFile {
+        self.cache_dir = cache_dir.to_owned();
+        self
     }
 
     /// Start `sluice run` on this file; its log goes to `log_name` in the
@@ -92,7 +106,7 @@ impl StageFile {
         command
             .arg("run")
             .arg(&self.path)
-            .env("SLUICE_CACHE_DIR", self.dir.path().join("cache"))
+            .env("SLUICE_CACHE_DIR", &self.cache_dir)
             .env(
                 "SLUICE_LOG",
                 std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".to_owned()),

@@ -34,11 +34,14 @@ impl PluginLimits {
 
 /// Caps memory growth and remembers that it refused some, so a failed call
 /// can be reported as "exceeded its memory limit" rather than as whatever
-/// trap the guest's allocator raised when its grow request was denied.
+/// trap the guest's allocator raised when its grow request was denied. Also
+/// tracks the largest memory granted, so a worker can retire an instance
+/// that is creeping towards the cap.
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
     cap_bytes: usize,
     refused_growth: bool,
+    largest_memory_bytes: usize,
 }
 
 impl MemoryLimiter {
@@ -46,7 +49,17 @@ impl MemoryLimiter {
         MemoryLimiter {
             cap_bytes,
             refused_growth: false,
+            largest_memory_bytes: 0,
         }
+    }
+
+    pub(crate) fn cap_bytes(&self) -> usize {
+        self.cap_bytes
+    }
+
+    /// Size of the instance's largest linear memory (memories only grow).
+    pub(crate) fn largest_memory_bytes(&self) -> usize {
+        self.largest_memory_bytes
     }
 
     /// Whether a grow was refused since the last [`MemoryLimiter::reset`].
@@ -62,7 +75,9 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = desired <= self.cap_bytes && maximum.is_none_or(|maximum| desired <= maximum);
-        if !allowed {
+        if allowed {
+            self.largest_memory_bytes = self.largest_memory_bytes.max(desired);
+        } else {
             self.refused_growth = true;
         }
         Ok(allowed)

@@ -17,6 +17,13 @@ use super::runtime::EPOCH_TICK;
 /// instance lives as long as it behaves. After any failed call it is dropped
 /// (a trapped instance cannot be entered again) and the next call gets a
 /// fresh one from the pre-linked component.
+///
+/// An instance is also replaced, between calls, once its memory has grown
+/// past halfway from its size after start-up to the memory cap. Guest
+/// runtimes leak: componentize-py a little per returned byte, StarlingMonkey
+/// (JavaScript) some GC memory per call, so such a plugin would otherwise hit
+/// the cap every few hundred thousand (Python) or tens of thousands
+/// (JavaScript) messages and fail an attempt that did nothing wrong.
 pub struct PluginWorker {
     plugin: Plugin,
     live: Option<LiveInstance>,
@@ -26,6 +33,14 @@ pub struct PluginWorker {
 struct LiveInstance {
     store: Store<WorkerState>,
     bindings: MessageHandler,
+    /// Memory size at which this instance is retired before its next call.
+    retire_at_bytes: usize,
+}
+
+impl LiveInstance {
+    fn worn_out(&self) -> bool {
+        self.store.data().limiter.largest_memory_bytes() >= self.retire_at_bytes
+    }
 }
 
 impl PluginWorker {
@@ -43,7 +58,8 @@ impl PluginWorker {
     }
 
     /// How many instances this worker has made: 1 after the first call, one
-    /// more after each failure. Lets callers observe instance reuse.
+    /// more after each failure or memory-driven replacement. Lets callers
+    /// observe instance reuse.
     pub fn instances_created(&self) -> u64 {
         self.instances_created
     }
@@ -82,6 +98,13 @@ impl PluginWorker {
         &mut self,
         call: impl FnOnce(&MessageHandler, &mut Store<WorkerState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
+        if self.live.as_ref().is_some_and(LiveInstance::worn_out) {
+            tracing::debug!(
+                plugin = self.plugin.name(),
+                "plugin instance grew past half its memory headroom; replacing it"
+            );
+            self.live = None;
+        }
         self.warm_up()?;
         let deadline_ticks = self.deadline_ticks();
         let live = self.live.as_mut().expect("instance was just created");
@@ -117,7 +140,14 @@ impl PluginWorker {
             failure
         })?;
         self.instances_created += 1;
-        Ok(LiveInstance { store, bindings })
+        let limiter = &store.data().limiter;
+        let started_at = limiter.largest_memory_bytes();
+        let retire_at_bytes = started_at + limiter.cap_bytes().saturating_sub(started_at) / 2;
+        Ok(LiveInstance {
+            store,
+            bindings,
+            retire_at_bytes,
+        })
     }
 
     /// Deadline in epoch ticks, rounded up plus one: the current tick may be

@@ -7,11 +7,22 @@
 //! - `route-field` (default `route`): the field whose string value names the
 //!   output topic. Without it the record goes to the stage's output topic.
 //!
-//! A value that is not a JSON object is dead-lettered with the parse error:
-//! no number of retries will make it valid.
+//! A value that is not a JSON object is dead-lettered: no number of retries
+//! will make it valid. The reasons are worded the same in the Python and
+//! JavaScript versions of this plugin (`plugins/python/json-enrich`,
+//! `plugins/js/json-enrich`), so a parse error is "not well-formed JSON"
+//! rather than serde_json's own message, which goes to the debug log.
+//!
+//! Output is compact JSON with the members in input order and every number
+//! exactly as written (serde_json's `preserve_order` and
+//! `arbitrary_precision`; the latter writes an exponent as `e` with a sign),
+//! so nothing is rounded through a float.
 
 use serde_json::{Map, Value};
-use sluice_plugin::{Handler, Message, Output, Verdict, config};
+use sluice_plugin::{Handler, Message, Output, Verdict, config, log};
+
+/// Why a value that does not parse is dead-lettered, in all three languages.
+const NOT_WELL_FORMED: &str = "invalid JSON: the value is not well-formed JSON";
 
 struct JsonEnrich;
 
@@ -20,12 +31,19 @@ impl Handler for JsonEnrich {
         let Some(bytes) = message.value.as_deref() else {
             return Verdict::dead_letter("invalid JSON: the record is a tombstone (no value)");
         };
-        let mut object = match serde_json::from_slice::<Value>(bytes) {
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => return Verdict::dead_letter(format!("invalid JSON: the value is not UTF-8: {error}")),
+        };
+        let mut object = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(object)) => object,
             Ok(other) => {
                 return Verdict::dead_letter(format!("invalid JSON: expected an object, got {}", kind(&other)));
             }
-            Err(error) => return Verdict::dead_letter(format!("invalid JSON: {error}")),
+            Err(error) => {
+                log::debug(format!("offset {}: {error}", message.offset));
+                return Verdict::dead_letter(NOT_WELL_FORMED);
+            }
         };
         add_configured_fields(&mut object);
         let route_field = config::get_or("route-field", "route");
