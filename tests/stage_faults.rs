@@ -2,12 +2,13 @@
 //! injected: refused produce requests and a broker that goes away.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use sluice::pipeline::{Stage, StageSummary};
-use sluice::plugin::{PluginRuntime, PluginSettings};
+use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 use sluice_tests::kafka::{Input, Record, produce, read_topic};
 use sluice_tests::stage::StageFile;
 
@@ -31,7 +32,8 @@ fn run_stage(brokers: String, stop_after: u64) -> std::thread::JoinHandle<StageS
             .load_file(&config.plugin.path, PluginSettings::default())
             .expect("plugin");
         let tokio = tokio::runtime::Runtime::new().expect("tokio");
-        let stage = Stage::new(config, plugin, brokers).expect("stage");
+        let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
+        let stage = Stage::new(config, slot, brokers).expect("stage");
         tokio.block_on(stage.run(Some(stop_after))).expect("stage runs")
     })
 }

@@ -14,7 +14,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use sluice::pipeline::Stage;
-use sluice::plugin::{PluginRuntime, PluginSettings};
+use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, create_topics, produce};
 use sluice_tests::redis::Redis;
@@ -137,7 +137,8 @@ fn sluice_stage(brokers: &str, group: &str, output: &str, extra: &str) -> f64 {
     let plugin = runtime
         .load_file(&config.plugin.path, PluginSettings::default())
         .expect("plugin");
-    let stage = Stage::new(config, plugin, brokers.to_owned()).expect("stage");
+    let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
+    let stage = Stage::new(config, slot, brokers.to_owned()).expect("stage");
     let counters = stage.counters();
     let done = Arc::new(AtomicBool::new(false));
     let watch = {

@@ -16,6 +16,8 @@ pub struct Record {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// When the producer created it, in milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -174,6 +176,7 @@ pub fn read_topic(brokers: &str, topic: &str, expected: usize, limit: Duration, 
                 topic: message.topic().to_owned(),
                 partition: message.partition(),
                 offset: message.offset(),
+                timestamp_ms: message.timestamp().to_millis(),
                 key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
                 headers: message

@@ -10,7 +10,7 @@ use super::jsonl;
 use crate::config::{self, StageConfig};
 use crate::kafka::{self, EmbeddedCluster, OutgoingRecord, SinkProducer};
 use crate::pipeline::{Stage, StageSummary};
-use crate::plugin::{PluginRuntime, PluginSettings};
+use crate::plugin::{PluginRuntime, PluginSettings, PluginSlot, PluginWatcher, ReloadStats};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
@@ -28,15 +28,14 @@ pub(crate) fn run(cache_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<E
     let config = config::load(&args.stage)?;
     let cache_dir = config.plugin.cache_dir.clone().or(cache_dir);
     // Keep the runtime alive while the stage runs: it drives call deadlines.
-    let plugin_runtime = PluginRuntime::new(cache_dir.as_deref())?;
-    let plugin = plugin_runtime.load_file(
-        &config.plugin.path,
-        PluginSettings {
-            limits: config.plugin.limits,
-            config: config.plugin.config.clone(),
-        },
-    )?;
+    let plugin_runtime = Arc::new(PluginRuntime::new(cache_dir.as_deref())?);
+    let plugin_settings = PluginSettings {
+        limits: config.plugin.limits,
+        config: config.plugin.config.clone(),
+    };
+    let plugin = plugin_runtime.load_file(&config.plugin.path, plugin_settings.clone())?;
     tracing::info!(plugin = plugin.name(), version = %plugin.version(), cached = plugin.loaded_from_cache(), "plugin loaded");
+    let plugin_slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,10 +58,19 @@ pub(crate) fn run(cache_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<E
     };
 
     let stage_name = config.stage.name.clone();
-    let stage = Stage::new(config, plugin, bootstrap_servers)?;
+    let _watcher = match config.plugin.reload.watch {
+        true => Some(PluginWatcher::start(
+            plugin_runtime,
+            &config.plugin.path,
+            plugin_settings,
+            plugin_slot.clone(),
+        )?),
+        false => None,
+    };
+    let stage = Stage::new(config, plugin_slot.clone(), bootstrap_servers)?;
     runtime.spawn(stop_on_signals(stage.shutdown_flag()));
     let summary = runtime.block_on(stage.run(seeded))?;
-    print_summary(&stage_name, &summary);
+    print_summary(&stage_name, &summary, &plugin_slot.stats());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -132,7 +140,7 @@ async fn stop_on_signals(shutdown: Arc<AtomicBool>) {
     std::process::exit(130);
 }
 
-fn print_summary(stage: &str, summary: &StageSummary) {
+fn print_summary(stage: &str, summary: &StageSummary, reloads: &ReloadStats) {
     println!("stage {stage} stopped");
     println!("  received        {}", summary.received);
     println!("  processed       {}", summary.finished);
@@ -144,5 +152,10 @@ fn print_summary(stage: &str, summary: &StageSummary) {
     println!("  deduplicated    {}", summary.deduplicated);
     if summary.store_errors > 0 {
         println!("  store errors    {}", summary.store_errors);
+    }
+    if *reloads != ReloadStats::default() {
+        println!("  plugin reloads  {}", reloads.reloads);
+        println!("  rejected files  {}", reloads.rejected);
+        println!("  rolled back     {}", reloads.rolled_back);
     }
 }

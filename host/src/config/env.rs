@@ -12,12 +12,13 @@ use figment::{Metadata, Profile, Provider};
 /// Tables, longest first so `plugin_limits` wins over `plugin`. The flag says
 /// whether the rest of the name is a librdkafka property (dots, not
 /// underscores).
-const TABLES: [(&str, &str, bool); 12] = [
+const TABLES: [(&str, &str, bool); 13] = [
     ("kafka_consumer_properties_", "kafka.consumer_properties", true),
     ("kafka_producer_properties_", "kafka.producer_properties", true),
     ("kafka_create_topics_", "kafka.create_topics", false),
     ("kafka_properties_", "kafka.properties", true),
     ("plugin_limits_", "plugin.limits", false),
+    ("plugin_reload_", "plugin.reload", false),
     ("plugin_config_", "plugin.config", false),
     ("embedded_", "embedded", false),
     ("dedup_", "dedup", false),
@@ -107,6 +108,10 @@ mod tests {
         assert_eq!(
             path("KAFKA_PROPERTIES_SASL_PASSWORD").as_deref(),
             Some("kafka.properties / sasl.password")
+        );
+        assert_eq!(
+            path("PLUGIN_RELOAD_TRIAL_CALLS").as_deref(),
+            Some("plugin.reload / trial_calls")
         );
         assert_eq!(path("RETRY_MAX_ATTEMPTS").as_deref(), Some("retry / max_attempts"));
         assert_eq!(path("STAGE_NAME").as_deref(), Some("stage / name"));

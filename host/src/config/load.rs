@@ -100,6 +100,17 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     }
     at_least("plugin.limits.memory_mib", plugin.limits.memory_mib, 1)?;
     at_least("plugin.limits.deadline_ms", plugin.limits.deadline_ms, 1)?;
+    let reload = &plugin.reload;
+    at_least("plugin.reload.debounce_ms", reload.debounce_ms, 1)?;
+    if !(0.0..=1.0).contains(&reload.rollback_failure_rate) {
+        return Err((
+            "plugin.reload.rollback_failure_rate",
+            format!(
+                "must be a fraction between 0 and 1 (got {}); 0.5 rolls back a version when more than half of its trial calls fail",
+                reload.rollback_failure_rate
+            ),
+        ));
+    }
 
     let kafka = &config.kafka;
     if !kafka.is_embedded() {

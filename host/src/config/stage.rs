@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::plugin::PluginLimits;
+use crate::plugin::{PluginLimits, ReloadSettings};
 
 /// One pipeline stage: what to consume, which plugin decides, where results go.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -63,6 +63,9 @@ pub struct PluginSection {
     pub config: BTreeMap<String, String>,
     /// Where compiled plugins are cached; defaults to the user's cache dir.
     pub cache_dir: Option<PathBuf>,
+    /// Hot reload of new versions of the plugin file, and their rollback.
+    #[serde(default)]
+    pub reload: ReloadSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

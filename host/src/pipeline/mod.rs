@@ -13,6 +13,7 @@ mod dead_letter;
 mod dedup_screen;
 mod offset_tracker;
 mod partition_worker;
+mod plugin_caller;
 mod record_intake;
 mod retry_policy;
 mod stage;

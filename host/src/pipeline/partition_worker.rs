@@ -18,10 +18,11 @@ use super::counters::StageCounters;
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen};
 use super::offset_tracker::OffsetTracker;
+use super::plugin_caller::{Called, PluginCaller};
 use super::record_intake::RecordIntake;
 use super::retry_policy::RetryPolicy;
 use crate::kafka::{ConsumedRecord, DeliveryError, OutgoingRecord, PartitionFeed, SinkProducer, TopicPartition};
-use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginWorker, Verdict};
+use crate::plugin::{Header, Message, Output, Plugin, PluginSlot, Verdict};
 
 /// Header naming the plugin version that produced an output record.
 pub const PLUGIN_VERSION_HEADER: &str = "sluice.plugin.version";
@@ -41,7 +42,8 @@ pub(crate) struct WorkerContext {
     pub(crate) counters: Arc<StageCounters>,
     /// Off when the stage has no `[dedup]` section.
     pub(crate) dedup: Option<Arc<Dedup>>,
-    pub(crate) plugin: Plugin,
+    /// The version serving now; hot reload swaps it.
+    pub(crate) plugin: Arc<PluginSlot>,
     pub(crate) runtime: Handle,
 }
 
@@ -83,7 +85,7 @@ pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> 
     let worker = PartitionWorker {
         dedup,
         partition,
-        plugin: Some(context.plugin.worker()),
+        plugin: PluginCaller::new(context.plugin.clone(), context.plugin_calls.clone()),
         context: context.clone(),
         intake,
         backlog: VecDeque::new(),
@@ -107,6 +109,8 @@ struct Stopped;
 /// A message whose verdict is carried out, waiting for the broker.
 struct Delivered {
     message: Message,
+    /// The version whose verdict this carries out.
+    plugin: Plugin,
     result: Result<(), DeliveryError>,
     outcome: Outcome,
 }
@@ -121,8 +125,7 @@ enum Outcome {
 struct PartitionWorker {
     partition: TopicPartition,
     context: Arc<WorkerContext>,
-    /// Taken out while a call runs on the blocking pool.
-    plugin: Option<PluginWorker>,
+    plugin: PluginCaller,
     intake: RecordIntake,
     /// Messages taken but put back behind a retry, to handle next.
     backlog: VecDeque<Message>,
@@ -193,22 +196,26 @@ impl PartitionWorker {
     /// the first retry or failure the rest go back to the backlog and the
     /// message is retried in place, so the partition's order holds.
     async fn process(&mut self, messages: Vec<Message>) -> Result<(), Stopped> {
-        let (messages, results) = self.call_plugin(messages).await;
+        let Called {
+            messages,
+            results,
+            plugin,
+        } = self.plugin.call(messages).await;
         let mut messages = messages.into_iter();
         for result in results {
             let message = messages.next().expect("a result per message at most");
             match result {
-                Ok(Verdict::Success(outputs)) => self.produce_outputs(message, outputs).await,
-                Ok(Verdict::DeadLetter(reason)) => self.produce_dead_letter(message, reason).await,
+                Ok(Verdict::Success(outputs)) => self.produce_outputs(message, outputs, &plugin).await,
+                Ok(Verdict::DeadLetter(reason)) => self.produce_dead_letter(message, reason, &plugin).await,
                 Ok(Verdict::Retry(retry)) => {
                     self.put_back(messages);
                     let delay = retry.requested_delay();
-                    return self.retry_in_place(message, retry.reason, delay).await;
+                    return self.retry_in_place(message, retry.reason, delay, plugin).await;
                 }
                 Err(failure) => {
                     self.context.counters.failed_attempt();
                     self.put_back(messages);
-                    return self.retry_in_place(message, failure.reason, None).await;
+                    return self.retry_in_place(message, failure.reason, None, plugin).await;
                 }
             }
         }
@@ -225,17 +232,20 @@ impl PartitionWorker {
     /// Back off and try `message` again until it succeeds, dead-letters, or
     /// runs out of attempts. The partition's feed is not read meantime, so
     /// its fetching stops at librdkafka's prefetch limit; other partitions
-    /// carry on.
+    /// carry on. Each attempt uses the version serving at the time, so a
+    /// rollback rescues a message the failed version could not handle;
+    /// `plugin` is the version of the attempt that failed.
     async fn retry_in_place(
         &mut self,
         mut message: Message,
         mut reason: String,
         mut requested: Option<Duration>,
+        mut plugin: Plugin,
     ) -> Result<(), Stopped> {
         loop {
             if !self.context.retry.allows_another_attempt(message.attempt) {
                 let reason = format!("retries exhausted: {reason}");
-                self.produce_dead_letter(message, reason).await;
+                self.produce_dead_letter(message, reason, &plugin).await;
                 break Ok(());
             }
             let delay = self.context.retry.delay_after(message.attempt, requested);
@@ -246,15 +256,16 @@ impl PartitionWorker {
                 _ = self.stop.cancelled() => break Err(Stopped),
             }
             message.attempt += 1;
-            let (mut messages, mut results) = self.call_plugin(vec![message]).await;
-            message = messages.pop().expect("the message comes back");
-            match results.pop().expect("one result for one message") {
+            let mut called = self.plugin.call(vec![message]).await;
+            message = called.messages.pop().expect("the message comes back");
+            plugin = called.plugin;
+            match called.results.pop().expect("one result for one message") {
                 Ok(Verdict::Success(outputs)) => {
-                    self.produce_outputs(message, outputs).await;
+                    self.produce_outputs(message, outputs, &plugin).await;
                     break Ok(());
                 }
                 Ok(Verdict::DeadLetter(dead_letter_reason)) => {
-                    self.produce_dead_letter(message, dead_letter_reason).await;
+                    self.produce_dead_letter(message, dead_letter_reason, &plugin).await;
                     break Ok(());
                 }
                 Ok(Verdict::Retry(retry)) => {
@@ -270,39 +281,17 @@ impl PartitionWorker {
         }
     }
 
-    /// Run the plugin on the blocking pool (Wasm is CPU work; it must not
-    /// hold up the async reactor). Returns the messages and one result per
-    /// message, possibly fewer: after a failed batch the messages are
-    /// retried one by one to find the culprit, stopping at it.
-    async fn call_plugin(&mut self, messages: Vec<Message>) -> (Vec<Message>, Vec<Result<Verdict, PluginFailure>>) {
-        let _permit = self
-            .context
-            .plugin_calls
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the plugin-call semaphore is never closed");
-        let mut plugin = self.plugin.take().expect("the plugin worker is home between calls");
-        let (plugin, messages, results) = tokio::task::spawn_blocking(move || {
-            let results = call_in_order(&mut plugin, &messages);
-            (plugin, messages, results)
-        })
-        .await
-        .expect("a plugin call panicked in the host");
-        self.plugin = Some(plugin);
-        (messages, results)
-    }
-
-    async fn produce_outputs(&mut self, message: Message, outputs: Vec<Output>) {
+    async fn produce_outputs(&mut self, message: Message, outputs: Vec<Output>, plugin: &Plugin) {
         if outputs.is_empty() {
             self.in_flight.push(Box::pin(std::future::ready(Delivered {
                 message,
+                plugin: plugin.clone(),
                 result: Ok(()),
                 outcome: Outcome::Filtered,
             })));
             return;
         }
-        let version = self.context.plugin.version().full().as_bytes().to_vec();
+        let version = plugin.version().full().as_bytes().to_vec();
         let count = outputs.len() as u64;
         let mut deliveries = Vec::with_capacity(outputs.len());
         for output in outputs {
@@ -321,18 +310,19 @@ impl PartitionWorker {
             };
             deliveries.push(self.context.producer.enqueue(&record).await);
         }
+        let plugin = plugin.clone();
         self.in_flight.push(Box::pin(async move {
             let result = futures::future::try_join_all(deliveries).await.map(|_| ());
             Delivered {
                 message,
+                plugin,
                 result,
                 outcome: Outcome::Outputs(count),
             }
         }));
     }
 
-    async fn produce_dead_letter(&mut self, message: Message, reason: String) {
-        let plugin = &self.context.plugin;
+    async fn produce_dead_letter(&mut self, message: Message, reason: String, plugin: &Plugin) {
         tracing::info!(partition = %self.partition, offset = message.offset, attempts = message.attempt, %reason, "dead-lettering message");
         let why = DeadLetterHeaders {
             reason,
@@ -359,10 +349,12 @@ impl PartitionWorker {
             headers,
         };
         let delivery = self.context.producer.enqueue(&record).await;
+        let plugin = plugin.clone();
         self.in_flight.push(Box::pin(async move {
             Delivered {
                 result: delivery.await,
                 message,
+                plugin,
                 outcome: Outcome::DeadLettered,
             }
         }));
@@ -381,8 +373,13 @@ impl PartitionWorker {
             };
             self.context.counters.delivery_failure();
             tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed after the producer's retries; trying the message again");
-            self.retry_in_place(delivered.message, format!("delivery failed: {error}"), None)
-                .await?;
+            self.retry_in_place(
+                delivered.message,
+                format!("delivery failed: {error}"),
+                None,
+                delivered.plugin,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -448,29 +445,6 @@ impl PartitionWorker {
         }
         tracing::debug!(partition = %self.partition, committable = ?self.tracker.committable(), unfinished = self.tracker.unfinished(), "partition worker stopped");
     }
-}
-
-/// Call the plugin on `messages`: as one batch when there are several; if
-/// the batch fails, one by one up to and including the first failure.
-fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<Verdict, PluginFailure>> {
-    if messages.len() > 1 {
-        match plugin.handle_batch(messages) {
-            Ok(verdicts) => return verdicts.into_iter().map(Ok).collect(),
-            Err(failure) => {
-                tracing::debug!(reason = %failure.reason, "batch call failed; handling its messages one by one")
-            }
-        }
-    }
-    let mut results = Vec::with_capacity(messages.len());
-    for message in messages {
-        let result = plugin.handle(message);
-        let stop = !matches!(result, Ok(Verdict::Success(_)) | Ok(Verdict::DeadLetter(_)));
-        results.push(result);
-        if stop {
-            break;
-        }
-    }
-    results
 }
 
 fn into_message(record: ConsumedRecord) -> Message {

@@ -15,7 +15,7 @@ use super::retry_policy::RetryPolicy;
 use crate::config::StageConfig;
 use crate::dedup::{StoreError, open_store};
 use crate::kafka::{self, KafkaError, SinkProducer, SourceConsumer, TopicError};
-use crate::plugin::{LoadError, Plugin, PluginFailure};
+use crate::plugin::{LoadError, PluginFailure, PluginSlot};
 
 /// Why a stage could not start, or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// A stage ready to run: config checked, plugin loaded.
 pub struct Stage {
     config: StageConfig,
-    plugin: Plugin,
+    plugin: Arc<PluginSlot>,
     bootstrap_servers: String,
     counters: Arc<StageCounters>,
     shutdown: Arc<AtomicBool>,
@@ -50,11 +50,14 @@ pub struct Stage {
 
 impl Stage {
     /// `bootstrap_servers` is `config.kafka.brokers`, or the embedded
-    /// cluster's address. The plugin is instantiated once here, so a plugin
-    /// that cannot start fails the stage before it joins the group.
-    pub fn new(config: StageConfig, plugin: Plugin, bootstrap_servers: String) -> Result<Self, StageError> {
-        plugin.worker().warm_up().map_err(|failure| StageError::PluginStart {
-            name: plugin.name().to_owned(),
+    /// cluster's address; `plugin` holds the version to start with (and
+    /// receives new ones when the plugin is watched). The plugin is
+    /// instantiated once here, so a plugin that cannot start fails the stage
+    /// before it joins the group.
+    pub fn new(config: StageConfig, plugin: Arc<PluginSlot>, bootstrap_servers: String) -> Result<Self, StageError> {
+        let first = plugin.current().plugin;
+        first.worker().warm_up().map_err(|failure| StageError::PluginStart {
+            name: first.name().to_owned(),
             failure,
         })?;
         Ok(Stage {
@@ -137,10 +140,11 @@ impl Stage {
                 client: "consumer",
                 source,
             })?;
+        let plugin = self.plugin.current().plugin;
         tracing::info!(
             stage = %stage.name,
-            plugin = self.plugin.name(),
-            version = %self.plugin.version(),
+            plugin = plugin.name(),
+            version = %plugin.version(),
             group = %kafka_config.group_id,
             "stage running"
         );

@@ -6,7 +6,8 @@
 //! of work takes a [`PluginWorker`], which keeps one instance and calls
 //! `handle` / `handle-batch` on it. A trap, a blown deadline or a memory-cap
 //! hit comes back as a [`PluginFailure`] with a readable reason; the worker
-//! replaces the instance and carries on.
+//! replaces the instance and carries on. A [`PluginSlot`] holds the version
+//! serving now; a [`PluginWatcher`] swaps new versions into it.
 //!
 //! This module knows nothing of Kafka: messages and verdicts are the
 //! contract's own types.
@@ -20,6 +21,7 @@ mod inspect;
 mod limits;
 #[allow(clippy::module_inception)]
 mod plugin;
+mod reload;
 mod runtime;
 mod worker;
 
@@ -28,5 +30,6 @@ pub use error::{FailureKind, LoadError, PluginFailure};
 pub use inspect::{WasmKind, wasm_kind};
 pub use limits::PluginLimits;
 pub use plugin::{Plugin, PluginVersion};
+pub use reload::{CurrentPlugin, PluginSlot, PluginWatcher, ReloadSettings, ReloadStats, WatchError};
 pub use runtime::{PluginRuntime, PluginSettings};
 pub use worker::PluginWorker;

@@ -1,0 +1,99 @@
+//! A partition's way to the plugin: the version serving now, called off the
+//! async reactor, a batch at a time.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::plugin::{Message, Plugin, PluginFailure, PluginSlot, PluginWorker, Verdict};
+
+/// What one call gave back: the messages, a result for each (possibly
+/// fewer, see [`PluginCaller::call`]) and the version that produced them,
+/// which the outputs and dead-letter records must name.
+pub(crate) struct Called {
+    pub(crate) messages: Vec<Message>,
+    pub(crate) results: Vec<Result<Verdict, PluginFailure>>,
+    pub(crate) plugin: Plugin,
+}
+
+/// Keeps one instance of the slot's current version and switches to a new
+/// version only between calls, so a batch is handled start to finish by one
+/// version.
+pub(crate) struct PluginCaller {
+    slot: Arc<PluginSlot>,
+    /// Bounds plugin calls running at once across partitions.
+    permits: Arc<Semaphore>,
+    /// Taken out while a call runs on the blocking pool.
+    worker: Option<PluginWorker>,
+    generation: u64,
+}
+
+impl PluginCaller {
+    pub(crate) fn new(slot: Arc<PluginSlot>, permits: Arc<Semaphore>) -> Self {
+        let current = slot.current();
+        PluginCaller {
+            worker: Some(current.plugin.worker()),
+            generation: current.generation,
+            slot,
+            permits,
+        }
+    }
+
+    /// Run the plugin on the blocking pool (Wasm is CPU work; it must not
+    /// hold up the async reactor). After a failed batch the messages are
+    /// retried one by one to find the culprit, stopping at it, so there may
+    /// be fewer results than messages.
+    pub(crate) async fn call(&mut self, messages: Vec<Message>) -> Called {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the plugin-call semaphore is never closed");
+        if self.slot.generation() != self.generation {
+            let current = self.slot.current();
+            tracing::debug!(version = %current.plugin.version(), "switching to the current plugin version");
+            self.worker = Some(current.plugin.worker());
+            self.generation = current.generation;
+        }
+        let mut worker = self.worker.take().expect("the plugin worker is home between calls");
+        let slot = self.slot.clone();
+        let (worker, messages, results) = tokio::task::spawn_blocking(move || {
+            let results = call_in_order(&mut worker, &messages);
+            slot.record(worker.plugin().version(), &results);
+            (worker, messages, results)
+        })
+        .await
+        .expect("a plugin call panicked in the host");
+        let plugin = worker.plugin().clone();
+        self.worker = Some(worker);
+        Called {
+            messages,
+            results,
+            plugin,
+        }
+    }
+}
+
+/// Call the plugin on `messages`: as one batch when there are several; if
+/// the batch fails, one by one up to and including the first failure.
+fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<Verdict, PluginFailure>> {
+    if messages.len() > 1 {
+        match plugin.handle_batch(messages) {
+            Ok(verdicts) => return verdicts.into_iter().map(Ok).collect(),
+            Err(failure) => {
+                tracing::debug!(reason = %failure.reason, "batch call failed; handling its messages one by one")
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(messages.len());
+    for message in messages {
+        let result = plugin.handle(message);
+        let stop = !matches!(result, Ok(Verdict::Success(_)) | Ok(Verdict::DeadLetter(_)));
+        results.push(result);
+        if stop {
+            break;
+        }
+    }
+    results
+}
