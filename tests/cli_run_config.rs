@@ -113,15 +113,24 @@ fn out_of_range_values_are_explained() {
 #[test]
 fn an_unreachable_broker_fails_with_the_address() {
     let address = format!("127.0.0.1:{}", free_port());
-    let toml = spec_toml(&address, &rust_plugin("uppercase"), "");
+    let toml = spec_toml(
+        &address,
+        &rust_plugin("uppercase"),
+        "[startup]\nmax_attempts = 3\ninitial_backoff_ms = 100\n",
+    );
     let started = std::time::Instant::now();
 
     let (code, stderr) = run(&toml, &[]);
 
     assert_eq!(code, Some(1));
     assert!(
+        stderr.contains("cannot start (broker metadata): gave up after 3 attempts"),
+        "{stderr}"
+    );
+    assert!(
         stderr.contains(&format!("cannot read cluster metadata from {address}")),
         "{stderr}"
     );
+    assert_eq!(stderr.matches("startup step failed; retrying").count(), 2, "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }

@@ -109,13 +109,17 @@ fn uppercase_runs_a_stage_exactly(language: Language) {
                 "{language:?}"
             );
             assert_eq!(
-                record.headers,
-                vec![
+                record.headers[..2],
+                [
                     ("trace".to_owned(), format!("t-{n}").into_bytes()),
                     ("sluice.plugin.version".to_owned(), version.clone().into_bytes()),
                 ],
                 "{language:?} {key}"
             );
+            // The input had no trace context, so sluice started one.
+            assert_eq!(record.headers.len(), 3, "{language:?} {key}");
+            assert_eq!(record.headers[2].0, "traceparent");
+            assert!(record.header("traceparent").unwrap().starts_with("00-"));
         }
     }
     assert_eq!(committed, expected_commits, "{language:?}");

@@ -17,7 +17,12 @@ pub struct Broker {
 impl Broker {
     /// Start a broker and wait until it accepts connections.
     pub fn start() -> Broker {
-        let port = free_port();
+        Broker::start_on(free_port())
+    }
+
+    /// Start a broker on `port`, such as one a stage was already told to
+    /// use before its broker was up.
+    pub fn start_on(port: u16) -> Broker {
         let address = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(tansu_binary());
         command

@@ -5,10 +5,12 @@
 //! the tests; run it once, then `cargo test --release` alone works too.
 
 pub mod broker;
+pub mod http;
 pub mod kafka;
 pub mod process;
 pub mod redis;
 pub mod stage;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

@@ -147,6 +147,19 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
         )?;
     }
 
+    let observe = &config.observe;
+    if observe.stuck_after_seconds.saturating_mul(1000) <= stage.drain_timeout_ms {
+        return Err((
+            "observe.stuck_after_seconds",
+            format!(
+                "must be longer than stage.drain_timeout_ms ({} ms): a rebalance may wait that long without polling",
+                stage.drain_timeout_ms
+            ),
+        ));
+    }
+
+    at_least("startup.max_attempts", config.startup.max_attempts.into(), 1)?;
+
     let retry = &config.retry;
     at_least("retry.max_attempts", retry.max_attempts.into(), 1)?;
     if !(retry.multiplier >= 1.0 && retry.multiplier.is_finite()) {

@@ -8,6 +8,6 @@ mod stage;
 
 pub use load::{ConfigError, load};
 pub use stage::{
-    CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection, KafkaSection, OnStoreError, PluginSection, RetrySection,
-    StageConfig, StageSection,
+    CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection, KafkaSection, ObserveSection, OnStoreError,
+    PluginSection, RetrySection, StageConfig, StageSection, StartupSection,
 };

@@ -22,6 +22,59 @@ pub struct StageConfig {
     /// Only for `kafka.brokers = "embedded"`.
     #[serde(default)]
     pub embedded: EmbeddedSection,
+    /// Health, metrics and stats endpoints.
+    #[serde(default)]
+    pub observe: ObserveSection,
+    /// How startup retries what may come right by itself.
+    #[serde(default)]
+    pub startup: StartupSection,
+}
+
+/// Startup steps that fail for a reason that may pass (a broker not up
+/// yet, a timeout) are retried with exponential backoff; a reason that
+/// cannot pass (missing certificate, refused credentials) stops at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StartupSection {
+    /// Attempts per step in all, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Warn when a certificate the client uses expires within this many days.
+    pub certificate_warning_days: u32,
+}
+
+impl Default for StartupSection {
+    fn default() -> Self {
+        StartupSection {
+            max_attempts: 10,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 10_000,
+            certificate_warning_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveSection {
+    /// Serve `/healthz`, `/readyz`, `/metrics` and `/stats` on this
+    /// address (`host:port`); off without it.
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// `/healthz` fails once the consumer loop has not polled for this
+    /// long, in seconds; must exceed `stage.drain_timeout_ms`, which a
+    /// rebalance may legitimately wait out.
+    #[serde(default = "default_stuck_after_seconds")]
+    pub stuck_after_seconds: u64,
+}
+
+impl Default for ObserveSection {
+    fn default() -> Self {
+        ObserveSection {
+            http_listen: None,
+            stuck_after_seconds: default_stuck_after_seconds(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -220,6 +273,10 @@ fn default_commit_interval_ms() -> u64 {
 
 fn default_drain_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_stuck_after_seconds() -> u64 {
+    60
 }
 
 fn default_replication_factor() -> i32 {

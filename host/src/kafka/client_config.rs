@@ -13,6 +13,9 @@ use crate::config::KafkaSection;
 pub fn consumer_config(kafka: &KafkaSection, bootstrap_servers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("auto.offset.reset", "earliest");
+    // Offsets and broker states for lag and readiness (see
+    // `RebalanceListener::statistics`).
+    config.set("statistics.interval.ms", "5000");
     apply(&mut config, &kafka.properties);
     apply(&mut config, &kafka.consumer_properties);
     config.set("bootstrap.servers", bootstrap_servers);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 
 use super::partition_feed::PartitionFeed;
 use super::record::{ConsumedRecord, TopicPartition};
@@ -23,6 +24,63 @@ pub trait RebalanceListener: Send + Sync + 'static {
     /// These partitions are now this member's, each with its own feed of
     /// fetched records.
     fn partitions_assigned(&self, feeds: Vec<PartitionFeed>);
+
+    /// The client's periodic statistics (`statistics.interval.ms`).
+    fn statistics(&self, _statistics: ConsumerStatistics) {}
+
+    /// An error of the client as a whole: brokers unreachable,
+    /// authentication refused. librdkafka keeps retrying by itself.
+    /// `all_brokers_down`: no broker at all can be reached right now.
+    fn client_error(&self, _error: &KafkaError, _all_brokers_down: bool) {}
+}
+
+/// What the consumer's statistics say about its connections and the
+/// partitions it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerStatistics {
+    /// Brokers the client has a working connection to.
+    pub brokers_up: usize,
+    pub partitions: Vec<PartitionOffsets>,
+}
+
+/// One owned partition's offsets, as of the last statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: TopicPartition,
+    /// The group's committed offset; `None` before the first commit.
+    pub committed: Option<i64>,
+    pub high_watermark: i64,
+    pub log_start: i64,
+}
+
+impl ConsumerStatistics {
+    fn from_librdkafka(statistics: &Statistics) -> Self {
+        let brokers_up = statistics
+            .brokers
+            .values()
+            .filter(|broker| broker.nodeid >= 0 && broker.state == "UP")
+            .count();
+        let partitions = statistics
+            .topics
+            .values()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .values()
+                    // -1 is librdkafka's internal "unassigned" partition;
+                    // fetch state "none" a partition it knows but does not own.
+                    .filter(|partition| partition.partition >= 0 && partition.fetch_state != "none")
+                    .filter(|partition| partition.hi_offset >= 0)
+                    .map(|partition| PartitionOffsets {
+                        partition: TopicPartition::new(&topic.topic, partition.partition),
+                        committed: Some(partition.committed_offset).filter(|offset| *offset >= 0),
+                        high_watermark: partition.hi_offset,
+                        log_start: partition.lo_offset.max(0),
+                    })
+            })
+            .collect();
+        ConsumerStatistics { brokers_up, partitions }
+    }
 }
 
 type Inner<L> = BaseConsumer<ListenerContext<L>>;
@@ -58,7 +116,18 @@ impl<L: RebalanceListener> ListenerContext<L> {
     }
 }
 
-impl<L: RebalanceListener> ClientContext for ListenerContext<L> {}
+impl<L: RebalanceListener> ClientContext for ListenerContext<L> {
+    fn stats(&self, statistics: Statistics) {
+        self.listener
+            .statistics(ConsumerStatistics::from_librdkafka(&statistics));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka client error");
+        let all_brokers_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        self.listener.client_error(&error, all_brokers_down);
+    }
+}
 
 impl<L: RebalanceListener> ConsumerContext for ListenerContext<L> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -1,11 +1,14 @@
 //! Kafka in and out: the consumer that feeds a stage, the producer that
-//! carries its results, topic checks, and the embedded cluster.
+//! carries its results, startup checks (credential files, reaching the
+//! brokers, topics), and the embedded cluster.
 //!
 //! This module knows nothing of Wasm. Records cross into the pipeline as
 //! plain owned data ([`ConsumedRecord`]) and come back as
 //! [`OutgoingRecord`]s; the pipeline decides what happens in between.
 
+mod broker_probe;
 mod client_config;
+mod client_files;
 mod consumer;
 mod embedded;
 mod partition_feed;
@@ -13,8 +16,10 @@ mod producer;
 mod record;
 mod topics;
 
+pub use broker_probe::{BrokerProbe, ProbeError};
 pub use client_config::{consumer_config, producer_config};
-pub use consumer::{RebalanceListener, SourceConsumer};
+pub use client_files::{ClientFileError, check_client_files};
+pub use consumer::{ConsumerStatistics, PartitionOffsets, RebalanceListener, SourceConsumer};
 pub use embedded::EmbeddedCluster;
 pub use partition_feed::PartitionFeed;
 pub use producer::{DeliveryError, PendingDelivery, SinkProducer};

@@ -19,6 +19,8 @@ pub enum TopicError {
          [kafka.create_topics] partitions (and replication_factor) in the stage file"
     )]
     Missing { topic: String },
+    #[error("this client is not authorized to use topic `{topic}`; grant it access (ACLs) or fix the topic name")]
+    Unauthorized { topic: String },
     #[error("cannot create topic `{topic}`: {cause}")]
     CreateFailed { topic: String, cause: String },
 }
@@ -40,6 +42,14 @@ pub async fn ensure_topics<C: ClientContext>(
             brokers: brokers.clone(),
             cause: error.to_string(),
         })?;
+    if let Some(topic) = metadata.topics().iter().find(|topic| {
+        topics.contains(&topic.name())
+            && topic.error().map(RDKafkaErrorCode::from) == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+    }) {
+        return Err(TopicError::Unauthorized {
+            topic: topic.name().to_owned(),
+        });
+    }
     let existing: Vec<&str> = metadata
         .topics()
         .iter()

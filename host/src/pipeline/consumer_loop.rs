@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use super::counters::StageCounters;
 use super::partition_worker::{WorkerContext, WorkerHandle, spawn_worker};
-use crate::kafka::{ConsumedRecord, PartitionFeed, RebalanceListener, SourceConsumer, TopicPartition};
+use crate::kafka::{
+    ConsumedRecord, ConsumerStatistics, KafkaError, PartitionFeed, RebalanceListener, SourceConsumer, TopicPartition,
+};
 
 /// How long one poll of the group waits for an event; bounds how quickly
 /// the loop notices a stop request.
@@ -125,7 +127,30 @@ impl WorkerRegistry {
 
 impl RebalanceListener for WorkerRegistry {
     fn partitions_revoked(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
-        self.stop_workers(partitions)
+        let offsets = self.stop_workers(partitions);
+        self.context.health.set_assigned_partitions(self.lock().len());
+        offsets
+    }
+
+    fn statistics(&self, statistics: ConsumerStatistics) {
+        self.context.health.set_connected(statistics.brokers_up > 0);
+        for offsets in statistics.partitions {
+            let partition = &offsets.partition;
+            self.context.partitions.offsets(
+                &partition.topic,
+                partition.partition,
+                offsets.committed,
+                offsets.high_watermark,
+                offsets.log_start,
+            );
+        }
+    }
+
+    fn client_error(&self, _error: &KafkaError, all_brokers_down: bool) {
+        self.context.health.connection_error();
+        if all_brokers_down {
+            self.context.health.set_connected(false);
+        }
     }
 
     fn partitions_assigned(&self, feeds: Vec<PartitionFeed>) {
@@ -142,6 +167,9 @@ impl RebalanceListener for WorkerRegistry {
             };
             registered.insert(partition, entry);
         }
+        // An assignment comes from the group coordinator: a broker answers.
+        self.context.health.set_connected(true);
+        self.context.health.set_assigned_partitions(registered.len());
     }
 }
 
@@ -167,7 +195,9 @@ pub(crate) fn run_consumer_loop(
 ) -> Result<(), String> {
     let mut last_commit = Instant::now();
     let mut failure = None;
+    let health = registry.context.health.clone();
     while !shutdown.load(Ordering::Relaxed) {
+        health.polled();
         if let StopWhen::Finished(target) = stop_when
             && counters.snapshot().finished >= target
         {
@@ -189,6 +219,7 @@ pub(crate) fn run_consumer_loop(
         }
     }
 
+    health.stopped_consuming();
     tracing::info!("stopping: finishing in-flight messages");
     let offsets = registry.stop_workers(&registry.all_partitions());
     match consumer.commit(&offsets, true) {

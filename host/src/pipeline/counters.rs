@@ -1,11 +1,23 @@
 //! Running totals of what a stage did, shared by its workers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::counter;
+
+use crate::observe::metrics::{
+    DEDUP_STORE_ERRORS, DELIVERY_FAILURES, END_TO_END_SECONDS, FAILED_ATTEMPTS, MESSAGES_FINISHED, MESSAGES_RECEIVED,
+    OUTPUT_RECORDS, PLUGIN_CALL_SECONDS, RETRIES,
+};
+use crate::observe::{LatencyHistogram, LatencySummary};
+use crate::plugin::FailureKind;
 
 /// Counted as things become durable, so the totals can be trusted: an
-/// output counts once the broker acknowledged it.
+/// output counts once the broker acknowledged it. Each count also goes to
+/// the Prometheus metrics of the same meaning.
 #[derive(Debug, Default)]
 pub struct StageCounters {
+    plugin_latency: LatencyHistogram,
     received: AtomicU64,
     finished: AtomicU64,
     outputs: AtomicU64,
@@ -47,42 +59,74 @@ pub struct StageSummary {
 impl StageCounters {
     pub(crate) fn received(&self, count: u64) {
         self.received.fetch_add(count, Ordering::Relaxed);
+        counter!(MESSAGES_RECEIVED).increment(count);
     }
 
-    pub(crate) fn finished(&self) {
+    /// A message is finished; `end_to_end` is the time since its record's
+    /// timestamp, when it has one.
+    pub(crate) fn finished(&self, end_to_end: Option<Duration>) {
         self.finished.fetch_add(1, Ordering::Relaxed);
+        if let Some(latency) = end_to_end {
+            metrics::histogram!(END_TO_END_SECONDS).record(latency.as_secs_f64());
+        }
     }
 
     pub(crate) fn outputs(&self, count: u64) {
         self.outputs.fetch_add(count, Ordering::Relaxed);
+        counter!(OUTPUT_RECORDS).increment(count);
+        counter!(MESSAGES_FINISHED, "outcome" => "output").increment(1);
     }
 
     pub(crate) fn filtered(&self) {
         self.filtered.fetch_add(1, Ordering::Relaxed);
+        counter!(MESSAGES_FINISHED, "outcome" => "filtered").increment(1);
     }
 
     pub(crate) fn retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        counter!(RETRIES).increment(1);
     }
 
-    pub(crate) fn failed_attempt(&self) {
+    pub(crate) fn failed_attempt(&self, kind: FailureKind) {
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        let kind = match kind {
+            FailureKind::Trap => "trap",
+            FailureKind::Deadline => "deadline",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::ContractViolation => "contract_violation",
+        };
+        counter!(FAILED_ATTEMPTS, "kind" => kind).increment(1);
     }
 
     pub(crate) fn delivery_failure(&self) {
         self.delivery_failures.fetch_add(1, Ordering::Relaxed);
+        counter!(DELIVERY_FAILURES).increment(1);
     }
 
     pub(crate) fn dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        counter!(MESSAGES_FINISHED, "outcome" => "dead_lettered").increment(1);
     }
 
     pub(crate) fn deduplicated(&self, count: u64) {
         self.deduplicated.fetch_add(count, Ordering::Relaxed);
+        counter!(MESSAGES_FINISHED, "outcome" => "deduplicated").increment(count);
     }
 
     pub(crate) fn store_error(&self) {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
+        counter!(DEDUP_STORE_ERRORS).increment(1);
+    }
+
+    /// One plugin call (of one message or a batch) took `duration`.
+    pub(crate) fn plugin_call(&self, duration: Duration) {
+        self.plugin_latency.record(duration);
+        metrics::histogram!(PLUGIN_CALL_SECONDS).record(duration.as_secs_f64());
+    }
+
+    /// Percentiles of plugin call durations since the stage started.
+    pub fn plugin_latency(&self) -> LatencySummary {
+        self.plugin_latency.summary()
     }
 
     pub fn snapshot(&self) -> StageSummary {

@@ -39,8 +39,9 @@ impl Dedup {
 pub(crate) struct Screened {
     /// For the plugin, in order.
     pub(crate) to_handle: Vec<Message>,
-    /// Already done: finish these offsets now, with no outputs.
-    pub(crate) already_done: Vec<i64>,
+    /// Already done: finish these now, with no outputs. Offsets with
+    /// their records' timestamps.
+    pub(crate) already_done: Vec<(i64, Option<i64>)>,
 }
 
 /// One worker's dedup state. A key is "in progress" from the moment its
@@ -49,7 +50,8 @@ pub(crate) struct Screened {
 /// reaching the plugin, and is finished with it.
 pub(crate) struct DedupScreen {
     dedup: Arc<Dedup>,
-    in_progress: HashMap<DedupKey, Vec<i64>>,
+    /// Waiting duplicates per key: offsets with their records' timestamps.
+    in_progress: HashMap<DedupKey, Vec<(i64, Option<i64>)>>,
     counters: Arc<StageCounters>,
     partition: String,
 }
@@ -91,10 +93,10 @@ impl DedupScreen {
                 continue;
             };
             if let Some(waiting) = self.in_progress.get_mut(&key) {
-                waiting.push(message.offset);
+                waiting.push((message.offset, message.timestamp_ms));
             } else if done.get(&key).copied().unwrap_or(false) {
                 self.counters.deduplicated(1);
-                screened.already_done.push(message.offset);
+                screened.already_done.push((message.offset, message.timestamp_ms));
             } else {
                 self.in_progress.insert(key, Vec::new());
                 screened.to_handle.push(message);
@@ -104,10 +106,14 @@ impl DedupScreen {
     }
 
     /// Write the done-marks of these finished messages, with one store
-    /// round trip, and return the offsets of messages that waited on them
-    /// (duplicates, now finished too). `None` if told to stop before the
-    /// marks were written: the messages then stay unfinished.
-    pub(crate) async fn mark_done(&mut self, finished: &[&Message], stop: &CancellationToken) -> Option<Vec<i64>> {
+    /// round trip, and return the messages that waited on them (duplicates,
+    /// now finished too) as offsets with timestamps. `None` if told to stop
+    /// before the marks were written: the messages then stay unfinished.
+    pub(crate) async fn mark_done(
+        &mut self,
+        finished: &[&Message],
+        stop: &CancellationToken,
+    ) -> Option<Vec<(i64, Option<i64>)>> {
         let keys: Vec<DedupKey> = finished
             .iter()
             .filter_map(|message| self.dedup.keys.key_for(*message))
@@ -144,14 +150,14 @@ impl DedupScreen {
     /// Run `operation` until it succeeds, waiting with backoff between
     /// failures, or, with `on_store_error = "process"`, give up at once
     /// (`Some(None)`). `None` if told to stop first.
-    async fn until_reachable<'a, T, F>(
+    async fn until_reachable<T, F>(
         &self,
         what: &str,
         stop: &CancellationToken,
         mut operation: impl FnMut() -> F,
     ) -> Option<Option<T>>
     where
-        F: Future<Output = Result<T, crate::dedup::StoreError>> + 'a,
+        F: Future<Output = Result<T, crate::dedup::StoreError>>,
     {
         let mut wait = STORE_RETRY_FIRST;
         let mut failures = 0u32;

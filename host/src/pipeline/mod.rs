@@ -14,13 +14,16 @@ mod dedup_screen;
 mod offset_tracker;
 mod partition_worker;
 mod plugin_caller;
+mod record_headers;
 mod record_intake;
 mod retry_policy;
 mod stage;
+mod startup;
+mod status;
 
 pub use counters::{StageCounters, StageSummary};
 pub use dead_letter::DeadLetterHeaders;
 pub use offset_tracker::OffsetTracker;
-pub use partition_worker::PLUGIN_VERSION_HEADER;
+pub use record_headers::PLUGIN_VERSION_HEADER;
 pub use retry_policy::RetryPolicy;
 pub use stage::{Stage, StageError};

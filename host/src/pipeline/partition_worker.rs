@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -13,19 +13,19 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::counters::StageCounters;
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen};
 use super::offset_tracker::OffsetTracker;
 use super::plugin_caller::{Called, PluginCaller};
+use super::record_headers::{dead_letter_headers, output_headers, trace_for};
 use super::record_intake::RecordIntake;
 use super::retry_policy::RetryPolicy;
 use crate::kafka::{ConsumedRecord, DeliveryError, OutgoingRecord, PartitionFeed, SinkProducer, TopicPartition};
-use crate::plugin::{Header, Message, Output, Plugin, PluginSlot, Verdict};
-
-/// Header naming the plugin version that produced an output record.
-pub const PLUGIN_VERSION_HEADER: &str = "sluice.plugin.version";
+use crate::observe::{Health, PartitionBoard};
+use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginSlot, Verdict};
 
 /// What every partition worker of a stage shares.
 pub(crate) struct WorkerContext {
@@ -44,6 +44,8 @@ pub(crate) struct WorkerContext {
     pub(crate) dedup: Option<Arc<Dedup>>,
     /// The version serving now; hot reload swaps it.
     pub(crate) plugin: Arc<PluginSlot>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) partitions: Arc<PartitionBoard>,
     pub(crate) runtime: Handle,
 }
 
@@ -85,7 +87,11 @@ pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> 
     let worker = PartitionWorker {
         dedup,
         partition,
-        plugin: PluginCaller::new(context.plugin.clone(), context.plugin_calls.clone()),
+        plugin: PluginCaller::new(
+            context.plugin.clone(),
+            context.plugin_calls.clone(),
+            context.counters.clone(),
+        ),
         context: context.clone(),
         intake,
         backlog: VecDeque::new(),
@@ -186,8 +192,8 @@ impl PartitionWorker {
             return Ok(messages);
         };
         let screened = dedup.screen(messages, &self.stop).await.ok_or(Stopped)?;
-        for offset in screened.already_done {
-            self.finish(offset);
+        for (offset, timestamp_ms) in screened.already_done {
+            self.finish(offset, timestamp_ms);
         }
         Ok(screened.to_handle)
     }
@@ -205,15 +211,23 @@ impl PartitionWorker {
         for result in results {
             let message = messages.next().expect("a result per message at most");
             match result {
-                Ok(Verdict::Success(outputs)) => self.produce_outputs(message, outputs, &plugin).await,
-                Ok(Verdict::DeadLetter(reason)) => self.produce_dead_letter(message, reason, &plugin).await,
+                Ok(Verdict::Success(outputs)) => {
+                    let span = message_span(&message, &plugin);
+                    self.produce_outputs(message, outputs, &plugin).instrument(span).await
+                }
+                Ok(Verdict::DeadLetter(reason)) => {
+                    let span = message_span(&message, &plugin);
+                    self.produce_dead_letter(message, reason, &plugin)
+                        .instrument(span)
+                        .await
+                }
                 Ok(Verdict::Retry(retry)) => {
                     self.put_back(messages);
                     let delay = retry.requested_delay();
                     return self.retry_in_place(message, retry.reason, delay, plugin).await;
                 }
                 Err(failure) => {
-                    self.context.counters.failed_attempt();
+                    self.failed_attempt(&message, &failure);
                     self.put_back(messages);
                     return self.retry_in_place(message, failure.reason, None, plugin).await;
                 }
@@ -221,6 +235,11 @@ impl PartitionWorker {
         }
         self.put_back(messages);
         Ok(())
+    }
+
+    fn failed_attempt(&self, message: &Message, failure: &PluginFailure) {
+        self.context.counters.failed_attempt(failure.kind);
+        self.context.partitions.error(&message.topic, message.partition);
     }
 
     fn put_back(&mut self, rest: impl DoubleEndedIterator<Item = Message>) {
@@ -273,7 +292,7 @@ impl PartitionWorker {
                     reason = retry.reason;
                 }
                 Err(failure) => {
-                    self.context.counters.failed_attempt();
+                    self.failed_attempt(&message, &failure);
                     requested = None;
                     reason = failure.reason;
                 }
@@ -291,22 +310,16 @@ impl PartitionWorker {
             })));
             return;
         }
-        let version = plugin.version().full().as_bytes().to_vec();
+        let version = plugin.version().full().as_bytes();
+        let trace = trace_for(&message);
         let count = outputs.len() as u64;
         let mut deliveries = Vec::with_capacity(outputs.len());
         for output in outputs {
-            let mut headers: Vec<(String, Vec<u8>)> = output
-                .headers
-                .into_iter()
-                .filter(|header| header.name != PLUGIN_VERSION_HEADER)
-                .map(|header| (header.name, header.value))
-                .collect();
-            headers.push((PLUGIN_VERSION_HEADER.to_owned(), version.clone()));
             let record = OutgoingRecord {
                 topic: output.topic.unwrap_or_else(|| self.context.output_topic.clone()),
                 key: output.key,
                 value: output.value,
-                headers,
+                headers: output_headers(output.headers, version, &trace),
             };
             deliveries.push(self.context.producer.enqueue(&record).await);
         }
@@ -323,7 +336,7 @@ impl PartitionWorker {
     }
 
     async fn produce_dead_letter(&mut self, message: Message, reason: String, plugin: &Plugin) {
-        tracing::info!(partition = %self.partition, offset = message.offset, attempts = message.attempt, %reason, "dead-lettering message");
+        tracing::info!(attempts = message.attempt, %reason, "dead-lettering message");
         let why = DeadLetterHeaders {
             reason,
             source_topic: message.topic.clone(),
@@ -336,17 +349,11 @@ impl PartitionWorker {
             plugin_version: plugin.version().full().to_owned(),
             failed_at: SystemTime::now(),
         };
-        let mut headers: Vec<(String, Vec<u8>)> = message
-            .headers
-            .iter()
-            .map(|header| (header.name.clone(), header.value.clone()))
-            .collect();
-        headers.extend(why.to_headers());
         let record = OutgoingRecord {
             topic: self.context.dead_letter_topic.clone(),
             key: message.key.clone(),
             value: message.value.clone(),
-            headers,
+            headers: dead_letter_headers(&message.headers, &why, &trace_for(&message)),
         };
         let delivery = self.context.producer.enqueue(&record).await;
         let plugin = plugin.clone();
@@ -372,6 +379,9 @@ impl PartitionWorker {
                 unreachable!("partitioned by result")
             };
             self.context.counters.delivery_failure();
+            self.context
+                .partitions
+                .error(&self.partition.topic, self.partition.partition);
             tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed after the producer's retries; trying the message again");
             self.retry_in_place(
                 delivered.message,
@@ -403,16 +413,17 @@ impl PartitionWorker {
                 Outcome::Filtered => self.context.counters.filtered(),
                 Outcome::DeadLettered => self.context.counters.dead_lettered(),
             }
-            self.finish(delivered.message.offset);
+            self.finish(delivered.message.offset, delivered.message.timestamp_ms);
         }
-        for offset in duplicates {
-            self.finish(offset);
+        for (offset, timestamp_ms) in duplicates {
+            self.finish(offset, timestamp_ms);
         }
         Ok(())
     }
 
-    fn finish(&mut self, offset: i64) {
-        self.context.counters.finished();
+    /// `timestamp_ms`: the input record's, for the end-to-end latency.
+    fn finish(&mut self, offset: i64, timestamp_ms: Option<i64>) {
+        self.context.counters.finished(since_timestamp(timestamp_ms));
         self.tracker.finish(offset);
         if let Some(committable) = self.tracker.committable() {
             self.shared.committable.store(committable, Ordering::Release);
@@ -445,6 +456,23 @@ impl PartitionWorker {
         }
         tracing::debug!(partition = %self.partition, committable = ?self.tracker.committable(), unfinished = self.tracker.unfinished(), "partition worker stopped");
     }
+}
+
+/// The span of one message's handling: every log line about it carries
+/// where it came from and which plugin version judged it.
+fn message_span(message: &Message, plugin: &Plugin) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        topic = %message.topic,
+        partition = message.partition,
+        offset = message.offset,
+        plugin_version = %plugin.version()
+    )
+}
+
+fn since_timestamp(timestamp_ms: Option<i64>) -> Option<Duration> {
+    let timestamp = UNIX_EPOCH + Duration::from_millis(u64::try_from(timestamp_ms?).ok()?);
+    SystemTime::now().duration_since(timestamp).ok()
 }
 
 fn into_message(record: ConsumedRecord) -> Message {

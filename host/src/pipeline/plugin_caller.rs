@@ -2,9 +2,11 @@
 //! async reactor, a batch at a time.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
+use super::counters::StageCounters;
 use crate::plugin::{Message, Plugin, PluginFailure, PluginSlot, PluginWorker, Verdict};
 
 /// What one call gave back: the messages, a result for each (possibly
@@ -26,12 +28,15 @@ pub(crate) struct PluginCaller {
     /// Taken out while a call runs on the blocking pool.
     worker: Option<PluginWorker>,
     generation: u64,
+    /// Where call durations go.
+    counters: Arc<StageCounters>,
 }
 
 impl PluginCaller {
-    pub(crate) fn new(slot: Arc<PluginSlot>, permits: Arc<Semaphore>) -> Self {
+    pub(crate) fn new(slot: Arc<PluginSlot>, permits: Arc<Semaphore>, counters: Arc<StageCounters>) -> Self {
         let current = slot.current();
         PluginCaller {
+            counters,
             worker: Some(current.plugin.worker()),
             generation: current.generation,
             slot,
@@ -58,8 +63,11 @@ impl PluginCaller {
         }
         let mut worker = self.worker.take().expect("the plugin worker is home between calls");
         let slot = self.slot.clone();
+        let counters = self.counters.clone();
         let (worker, messages, results) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let results = call_in_order(&mut worker, &messages);
+            counters.plugin_call(started.elapsed());
             slot.record(worker.plugin().version(), &results);
             (worker, messages, results)
         })

@@ -12,9 +12,12 @@ use super::counters::{StageCounters, StageSummary};
 use super::dedup_screen::Dedup;
 use super::partition_worker::WorkerContext;
 use super::retry_policy::RetryPolicy;
+use super::startup::{Startup, StepError};
+use super::status::StageStatus;
 use crate::config::StageConfig;
-use crate::dedup::{StoreError, open_store};
-use crate::kafka::{self, KafkaError, SinkProducer, SourceConsumer, TopicError};
+use crate::dedup::open_store;
+use crate::kafka::{self, BrokerProbe, SinkProducer, SourceConsumer};
+use crate::observe::{Health, PartitionBoard, StatusServer};
 use crate::plugin::{LoadError, PluginFailure, PluginSlot};
 
 /// Why a stage could not start, or stopped abnormally.
@@ -24,18 +27,19 @@ pub enum StageError {
     Plugin(#[from] LoadError),
     #[error("plugin {name} cannot start: {failure}")]
     PluginStart { name: String, failure: PluginFailure },
-    #[error("cannot create the Kafka {client}: {source}")]
-    Client { client: &'static str, source: KafkaError },
-    #[error(transparent)]
-    Topics(#[from] TopicError),
-    #[error("cannot open the dedup store: {0}")]
-    DedupStore(#[from] StoreError),
+    #[error("cannot start ({step}): {reason}")]
+    Startup { step: &'static str, reason: String },
+    #[error("cannot serve the status endpoints on {address}: {source}")]
+    StatusServer {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the stage stopped: {0}")]
     Crashed(String),
 }
 
-/// How long startup waits for the brokers' metadata.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one attempt at reading the brokers' metadata may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for the producer to flush.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -45,6 +49,8 @@ pub struct Stage {
     plugin: Arc<PluginSlot>,
     bootstrap_servers: String,
     counters: Arc<StageCounters>,
+    health: Arc<Health>,
+    partitions: Arc<PartitionBoard>,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -60,11 +66,19 @@ impl Stage {
             name: first.name().to_owned(),
             failure,
         })?;
+        let health = Arc::new(Health::new(Duration::from_secs(config.observe.stuck_after_seconds)));
+        health.set_plugin_loaded();
+        // Loaded (and started once, above) before anything connects: it
+        // needs no network, and a broken plugin should fail in milliseconds.
+        health.init_attempt();
+        health.startup_step("plugin loaded", 1, "done");
         Ok(Stage {
             config,
             plugin,
             bootstrap_servers,
             counters: Arc::default(),
+            health,
+            partitions: Arc::default(),
             shutdown: Arc::default(),
         })
     }
@@ -84,35 +98,22 @@ impl Stage {
     /// until that many messages are finished). Must be called from within a
     /// multi-threaded Tokio runtime.
     pub async fn run(self, stop_after_finished: Option<u64>) -> Result<StageSummary, StageError> {
+        // First, so health can be watched while the rest starts.
+        let _status_server = match self.config.observe.http_listen {
+            Some(address) => Some(self.serve_status(address).await?),
+            None => None,
+        };
+        let startup = Startup::new(&self.config.startup, self.health.clone(), self.shutdown.clone());
+        let producer = Arc::new(self.connect(&startup).await?);
         let kafka_config = &self.config.kafka;
-        let producer_config = kafka::producer_config(kafka_config, &self.bootstrap_servers);
-        let producer = Arc::new(
-            SinkProducer::new(&producer_config).map_err(|source| StageError::Client {
-                client: "producer",
-                source,
-            })?,
-        );
-
-        let mut topics: Vec<&str> = kafka_config.input_topics.iter().map(String::as_str).collect();
-        topics.extend([
-            kafka_config.output_topic.as_str(),
-            kafka_config.dead_letter_topic.as_str(),
-        ]);
-        let admin_config = kafka::producer_config(kafka_config, &self.bootstrap_servers);
-        kafka::ensure_topics(
-            producer.client(),
-            &admin_config,
-            &topics,
-            kafka_config.create_topics,
-            METADATA_TIMEOUT,
-        )
-        .await?;
-        tracing::info!(brokers = %self.bootstrap_servers, topics = %topics.join(", "), "brokers reachable and topics present");
-
         let stage = &self.config.stage;
         let dedup = match &self.config.dedup {
             Some(config) => {
-                let store = open_store(config)?;
+                let store = startup
+                    .step("dedup store", || async {
+                        open_store(config).map_err(|error| StepError::Fatal(error.to_string()))
+                    })
+                    .await?;
                 tracing::info!(key = ?config.key, store = %store.describe(), "deduplicating");
                 Some(Arc::new(Dedup::new(&stage.name, config, store)))
             }
@@ -131,15 +132,18 @@ impl Stage {
             counters: self.counters.clone(),
             dedup,
             plugin: self.plugin.clone(),
+            health: self.health.clone(),
+            partitions: self.partitions.clone(),
             runtime: tokio::runtime::Handle::current(),
         });
         let registry = Arc::new(WorkerRegistry::new(context));
         let consumer_config = kafka::consumer_config(kafka_config, &self.bootstrap_servers);
-        let consumer = SourceConsumer::subscribe(&consumer_config, &kafka_config.input_topics, registry.clone())
-            .map_err(|source| StageError::Client {
-                client: "consumer",
-                source,
-            })?;
+        let consumer = startup
+            .step("consumer subscribed", || async {
+                SourceConsumer::subscribe(&consumer_config, &kafka_config.input_topics, registry.clone())
+                    .map_err(|error| StepError::Fatal(format!("cannot create the consumer: {error}")))
+            })
+            .await?;
         let plugin = self.plugin.current().plugin;
         tracing::info!(
             stage = %stage.name,
@@ -168,5 +172,72 @@ impl Stage {
         }
         outcome.map_err(StageError::Crashed)?;
         Ok(self.counters.snapshot())
+    }
+
+    /// The startup steps up to a working producer: credential files, the
+    /// brokers, the topics.
+    async fn connect(&self, startup: &Startup) -> Result<SinkProducer, StageError> {
+        let kafka_config = &self.config.kafka;
+        let producer_config = kafka::producer_config(kafka_config, &self.bootstrap_servers);
+        let mut properties = kafka_config.properties.clone();
+        properties.extend(kafka_config.consumer_properties.clone());
+        properties.extend(kafka_config.producer_properties.clone());
+        let warn_days = self.config.startup.certificate_warning_days;
+        let warnings = startup
+            .step("tls and sasl files", || async {
+                kafka::check_client_files(&properties, warn_days).map_err(|error| StepError::Fatal(error.to_string()))
+            })
+            .await?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+
+        let probe = startup
+            .step("kafka client settings", || async {
+                BrokerProbe::new(&producer_config).map_err(StepError::from)
+            })
+            .await?;
+        let probe = &probe;
+        let brokers = startup
+            .step("broker metadata", || async move {
+                tokio::task::block_in_place(|| probe.reach_brokers(METADATA_TIMEOUT)).map_err(StepError::from)
+            })
+            .await?;
+        tracing::info!(servers = %self.bootstrap_servers, brokers, "brokers reachable");
+
+        let mut topics: Vec<&str> = kafka_config.input_topics.iter().map(String::as_str).collect();
+        topics.extend([
+            kafka_config.output_topic.as_str(),
+            kafka_config.dead_letter_topic.as_str(),
+        ]);
+        let topics = &topics;
+        startup
+            .step("topics", || async move {
+                probe
+                    .ensure_topics(topics, kafka_config.create_topics, METADATA_TIMEOUT)
+                    .await
+                    .map_err(StepError::from)
+            })
+            .await?;
+        startup
+            .step("producer", || async {
+                SinkProducer::new(&producer_config)
+                    .map_err(|error| StepError::Fatal(format!("cannot create the producer: {error}")))
+            })
+            .await
+    }
+
+    async fn serve_status(&self, address: std::net::SocketAddr) -> Result<StatusServer, StageError> {
+        crate::observe::metrics::prometheus();
+        let status = StageStatus {
+            stage_name: self.config.stage.name.clone(),
+            counters: self.counters.clone(),
+            plugin: self.plugin.clone(),
+            health: self.health.clone(),
+            partitions: self.partitions.clone(),
+        };
+        StatusServer::start(address, Arc::new(status))
+            .await
+            .map_err(|source| StageError::StatusServer { address, source })
     }
 }

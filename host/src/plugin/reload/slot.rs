@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use super::settings::ReloadSettings;
 use super::trial::{Trial, TrialOutcome};
+use crate::observe::metrics::PLUGIN_RELOADS;
 use crate::plugin::{Plugin, PluginFailure, PluginVersion, Verdict};
 
 /// The stage's current plugin version, shared by every worker.
@@ -114,6 +115,7 @@ impl PluginSlot {
             probation,
         }));
         self.reloads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(PLUGIN_RELOADS, "outcome" => "loaded").increment(1);
         current.plugin.clone()
     }
 
@@ -154,6 +156,7 @@ impl PluginSlot {
 
     pub(crate) fn count_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(PLUGIN_RELOADS, "outcome" => "rejected").increment(1);
     }
 
     pub fn stats(&self) -> ReloadStats {
@@ -190,5 +193,6 @@ impl PluginSlot {
             probation: None,
         }));
         self.rollbacks.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(PLUGIN_RELOADS, "outcome" => "rolled_back").increment(1);
     }
 }

@@ -1,0 +1,88 @@
+//! Prometheus metrics: the process-wide recorder and the names sluice
+//! records under.
+//!
+//! Recording goes through the `metrics` facade, so code that counts
+//! something needs no handle; without an installed recorder (`sluice test`,
+//! a library user with their own) recording costs nothing.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Messages finished, by outcome: `output`, `filtered`, `dead_lettered`,
+/// `deduplicated`.
+pub const MESSAGES_FINISHED: &str = "sluice_messages_finished_total";
+pub const MESSAGES_RECEIVED: &str = "sluice_messages_received_total";
+pub const OUTPUT_RECORDS: &str = "sluice_output_records_total";
+pub const RETRIES: &str = "sluice_retries_total";
+/// Plugin calls that failed, by kind: `trap`, `deadline`, `memory_limit`,
+/// `contract_violation`.
+pub const FAILED_ATTEMPTS: &str = "sluice_failed_attempts_total";
+pub const DELIVERY_FAILURES: &str = "sluice_delivery_failures_total";
+pub const DEDUP_STORE_ERRORS: &str = "sluice_dedup_store_errors_total";
+/// Hot reloads, by outcome: `loaded`, `rejected`, `rolled_back`.
+pub const PLUGIN_RELOADS: &str = "sluice_plugin_reloads_total";
+pub const PLUGIN_CALL_SECONDS: &str = "sluice_plugin_call_seconds";
+/// From the input record's timestamp to the message being finished.
+pub const END_TO_END_SECONDS: &str = "sluice_end_to_end_seconds";
+/// Per partition: high watermark minus committed offset.
+pub const CONSUMER_LAG: &str = "sluice_consumer_lag";
+pub const INIT_ATTEMPTS: &str = "sluice_init_attempts_total";
+pub const CONNECTION_ERRORS: &str = "sluice_connection_errors_total";
+
+/// Latency buckets in seconds: from a fast Rust call (well under a
+/// millisecond) to a message that waited out retries.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The Prometheus recorder, installed on first use. `None` when another
+/// global recorder was installed first, in which case metrics go there.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    HANDLE.get_or_init(install).as_ref()
+}
+
+fn install() -> Option<PrometheusHandle> {
+    let builder = [PLUGIN_CALL_SECONDS, END_TO_END_SECONDS]
+        .into_iter()
+        .try_fold(PrometheusBuilder::new(), |builder, name| {
+            builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), &LATENCY_BUCKETS)
+        })
+        .expect("latency buckets are not empty");
+    match builder.install_recorder() {
+        Ok(handle) => {
+            describe();
+            Some(handle)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot install the Prometheus recorder; /metrics stays empty");
+            None
+        }
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(MESSAGES_RECEIVED, "Messages consumed from the input topics");
+    describe_counter!(MESSAGES_FINISHED, "Messages finished (committable), by outcome");
+    describe_counter!(OUTPUT_RECORDS, "Output records acknowledged by the broker");
+    describe_counter!(RETRIES, "Times a message was tried again");
+    describe_counter!(FAILED_ATTEMPTS, "Plugin calls that failed, by kind");
+    describe_counter!(
+        DELIVERY_FAILURES,
+        "Records the broker refused after the producer's retries"
+    );
+    describe_counter!(DEDUP_STORE_ERRORS, "Dedup store calls that failed");
+    describe_counter!(PLUGIN_RELOADS, "Hot reloads of the plugin, by outcome");
+    describe_counter!(INIT_ATTEMPTS, "Attempts at each startup step, retries included");
+    describe_counter!(CONNECTION_ERRORS, "Errors reaching the brokers");
+    describe_histogram!(PLUGIN_CALL_SECONDS, Unit::Seconds, "Duration of one plugin call");
+    describe_histogram!(
+        END_TO_END_SECONDS,
+        Unit::Seconds,
+        "From the input record's timestamp to its message being finished"
+    );
+    describe_gauge!(CONSUMER_LAG, "High watermark minus committed offset, per partition");
+}

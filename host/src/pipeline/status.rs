@@ -1,0 +1,68 @@
+//! What a running stage reports through `/healthz`, `/readyz` and
+//! `/stats`.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::counters::StageCounters;
+use crate::observe::{Health, PartitionBoard, StatusSource};
+use crate::plugin::PluginSlot;
+
+/// The stage's answer to the status endpoints, read from the live counters.
+pub(crate) struct StageStatus {
+    pub(crate) stage_name: String,
+    pub(crate) counters: Arc<StageCounters>,
+    pub(crate) plugin: Arc<PluginSlot>,
+    pub(crate) health: Arc<Health>,
+    pub(crate) partitions: Arc<PartitionBoard>,
+}
+
+impl StatusSource for StageStatus {
+    fn liveness(&self) -> Result<(), String> {
+        self.health.liveness()
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        self.health.readiness()
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let totals = self.counters.snapshot();
+        let uptime = self.health.uptime().as_secs_f64();
+        let plugin = self.plugin.current().plugin;
+        let reloads = self.plugin.stats();
+        json!({
+            "stage": self.stage_name,
+            "uptime_seconds": round(uptime),
+            "received": totals.received,
+            "processed": totals.finished,
+            "outputs": totals.outputs,
+            "filtered": totals.filtered,
+            "retried": totals.retries,
+            "failed_attempts": totals.failed_attempts,
+            "delivery_failures": totals.delivery_failures,
+            "dead_lettered": totals.dead_lettered,
+            "deduplicated": totals.deduplicated,
+            "dedup_store_errors": totals.store_errors,
+            "processed_per_second": if uptime > 0.0 { round(totals.finished as f64 / uptime) } else { 0.0 },
+            "plugin_latency": self.counters.plugin_latency(),
+            "plugin": {
+                "name": plugin.name(),
+                "version": plugin.version().full(),
+                "reloads": reloads.reloads,
+                "rejected_files": reloads.rejected,
+                "rolled_back": reloads.rolled_back,
+            },
+            "assigned_partitions": self.health.assigned_partitions(),
+            "partitions": self.partitions.snapshot(),
+            "init_attempts": self.health.init_attempts(),
+            "startup": self.health.startup_steps(),
+            "connection_errors": self.health.connection_errors(),
+        })
+    }
+}
+
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
