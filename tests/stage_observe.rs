@@ -71,6 +71,7 @@ fn status_endpoints_report_what_the_stage_did() {
     produce(&brokers, "in", &inputs);
     assert_eq!(read_topic(&brokers, "out", 200, LIMIT, Duration::ZERO).len(), 200);
     let stats = stats_when(&address, LIMIT, |stats| stats["processed"] == 300);
+    println!("/stats after 300 messages:\n{stats:#}");
 
     assert_eq!(stats["stage"], "test-stage");
     assert_eq!(stats["received"], 300, "{stats:#}");

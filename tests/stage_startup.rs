@@ -191,3 +191,18 @@ fn a_broker_certificate_the_client_does_not_trust_stops_the_stage() {
     assert!(log.contains("the TLS handshake with the brokers failed"), "log:\n{log}");
     assert!(log.contains("certificate verify failed"), "log:\n{log}");
 }
+
+#[test]
+fn wrong_broker_credentials_stop_the_stage_at_once() {
+    let broker = Broker::start_requiring_authentication();
+    let properties = "[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\
+                      \"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"sluice\"\n\
+                      \"sasl.password\" = \"not-the-password\"\n";
+    let log = refuses_to_start(&broker.bootstrap_servers(), properties);
+    assert!(log.contains("cannot start (broker metadata)"), "log:\n{log}");
+    assert!(
+        log.contains("the brokers refused authentication; check sasl.mechanisms, sasl.username and sasl.password"),
+        "log:\n{log}"
+    );
+    assert!(log.contains("SASL authentication error"), "log:\n{log}");
+}

@@ -23,6 +23,16 @@ impl Broker {
     /// Start a broker on `port`, such as one a stage was already told to
     /// use before its broker was up.
     pub fn start_on(port: u16) -> Broker {
+        Broker::start_with(port, &[])
+    }
+
+    /// Start a broker that requires SASL authentication (SCRAM); it knows
+    /// no users, so every client is refused.
+    pub fn start_requiring_authentication() -> Broker {
+        Broker::start_with(free_port(), &["--authentication"])
+    }
+
+    fn start_with(port: u16, extra_args: &[&str]) -> Broker {
         let address = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(tansu_binary());
         command
@@ -34,6 +44,7 @@ impl Broker {
                 &address,
             ])
             .args(["--storage-engine", "memory://tansu/"])
+            .args(extra_args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
