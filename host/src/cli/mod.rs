@@ -1,6 +1,8 @@
 //! The `sluice` command line: argument parsing and dispatch, nothing more.
 
 mod check;
+mod diagnose;
+mod diagnose_text;
 mod jsonl;
 mod run_stage;
 mod test_plugin;
@@ -43,6 +45,9 @@ enum Command {
     /// Run a plugin over messages from a JSON Lines file, without Kafka:
     /// prints one JSON verdict per message.
     Test(test_plugin::TestArgs),
+    /// Look at a stage's brokers, topics, consumer group, lag and dead
+    /// letters without joining its group, and size its partitions.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// Entry point of the `sluice` binary.
@@ -68,5 +73,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_stage::run(cache_dir, args),
         Command::Check(args) => check::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
         Command::Test(args) => test_plugin::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
+        Command::Diagnose(args) => diagnose::run(args),
     }
 }

@@ -1,6 +1,7 @@
 //! Kafka in and out: the consumer that feeds a stage, the producer that
 //! carries its results, startup checks (credential files, reaching the
-//! brokers, topics), and the embedded cluster.
+//! brokers, topics), the embedded cluster, and a read-only look at a
+//! stage's cluster and group for `sluice diagnose`.
 //!
 //! This module knows nothing of Wasm. Records cross into the pipeline as
 //! plain owned data ([`ConsumedRecord`]) and come back as
@@ -9,8 +10,11 @@
 mod broker_probe;
 mod client_config;
 mod client_files;
+mod cluster_inspector;
+mod cluster_report;
 mod consumer;
 mod embedded;
+mod member_assignment;
 mod partition_feed;
 mod producer;
 mod record;
@@ -19,8 +23,14 @@ mod topics;
 pub use broker_probe::{BrokerProbe, ProbeError};
 pub use client_config::{consumer_config, producer_config};
 pub use client_files::{ClientFileError, check_client_files};
+pub use cluster_inspector::{ClusterInspector, InspectError};
+pub use cluster_report::{
+    BrokerAddress, BrokersReport, GroupDescription, GroupMember, GroupReport, MemberAssignment, PartitionPosition,
+    PartitionWatermarks, TopicReport,
+};
 pub use consumer::{ConsumerStatistics, PartitionOffsets, RebalanceListener, SourceConsumer};
 pub use embedded::EmbeddedCluster;
+pub use member_assignment::{AssignedTopic, AssignmentError, decode_member_assignment};
 pub use partition_feed::PartitionFeed;
 pub use producer::{DeliveryError, PendingDelivery, SinkProducer};
 pub use record::{ConsumedRecord, OutgoingRecord, TopicPartition};

@@ -1,5 +1,6 @@
 //! Watching a running stage: logs, Prometheus metrics, health and stats
-//! endpoints, and the trace context carried across stages.
+//! endpoints, the trace context carried across stages, and sizing its
+//! partitions from sampled offsets.
 //!
 //! Nothing here knows Kafka or plugins: the stage feeds [`Health`],
 //! [`PartitionBoard`] and the metrics, and answers the endpoints through
@@ -10,6 +11,7 @@ mod http;
 mod latency;
 mod logging;
 pub mod metrics;
+mod partition_sizing;
 mod partitions;
 mod trace_context;
 
@@ -17,5 +19,6 @@ pub use health::{Health, StartupStep};
 pub use http::{StatusServer, StatusSource};
 pub use latency::{LatencyHistogram, LatencySummary};
 pub use logging::{LogFormat, init_logging};
+pub use partition_sizing::{PartitionSample, PartitionSizing, SampledOffsets, SizingOutcome, size_partitions};
 pub use partitions::{PartitionBoard, PartitionReport};
 pub use trace_context::{TRACEPARENT_HEADER, TraceParent};
