@@ -19,7 +19,7 @@ pub(super) fn render(diagnosis: &Diagnosis) -> String {
     let dead_letter = &diagnosis.dead_letter;
     let _ = writeln!(out, "\nDead letters ({})", dead_letter.topic);
     if dead_letter.exists {
-        let _ = writeln!(out, "  {} records", dead_letter.records);
+        let _ = writeln!(out, "  {}", plural(dead_letter.records, "record"));
     } else {
         let _ = writeln!(out, "  the topic is missing");
     }
@@ -59,7 +59,10 @@ fn topics(out: &mut String, topics: &[StageTopic]) {
                     .map_or("replication unknown".to_owned(), |factor| {
                         format!("replication {factor}")
                     });
-                let mut shape = format!("exists, {} partitions, {replication}", topic.partitions);
+                let mut shape = format!(
+                    "exists, {}, {replication}",
+                    plural(topic.partitions as i64, "partition")
+                );
                 if topic.under_replicated_partitions > 0 {
                     let _ = write!(shape, ", {} under-replicated", topic.under_replicated_partitions);
                 }
@@ -78,7 +81,7 @@ fn group(out: &mut String, group_id: &str, report: &GroupReport) {
         GroupReport::NotFound => {
             let _ = writeln!(
                 out,
-                "  not found: the brokers list no such group (no member has joined it)"
+                "  not found: the brokers do not list this group (no member has joined it, nothing is committed)"
             );
             return;
         }
@@ -102,13 +105,19 @@ fn group(out: &mut String, group_id: &str, report: &GroupReport) {
         &[],
     );
     for member in &description.members {
-        let _ = writeln!(
-            out,
-            "    {} (client {}, host {})",
-            member.member_id, member.client_id, member.client_host
-        );
+        let details: Vec<String> = [("client", &member.client_id), ("host", &member.client_host)]
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, value)| format!("{name} {value}"))
+            .collect();
+        let _ = match details.is_empty() {
+            true => writeln!(out, "    {}", member.member_id),
+            false => writeln!(out, "    {} ({})", member.member_id, details.join(", ")),
+        };
         let owns = match &member.assignment {
-            MemberAssignment::Empty => "no partitions assigned".to_owned(),
+            MemberAssignment::NotReported => {
+                "no assignment reported (rebalancing, or the broker does not report assignments)".to_owned()
+            }
             MemberAssignment::Decoded { topics } => {
                 let partitions: Vec<String> = topics
                     .iter()
@@ -275,5 +284,13 @@ fn table(out: &mut String, rows: &[Vec<String>], right_aligned: &[usize]) {
             }
         }
         let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+/// `1 partition`, `2 partitions`.
+fn plural(count: i64, noun: &str) -> String {
+    match count {
+        1 => format!("1 {noun}"),
+        _ => format!("{count} {noun}s"),
     }
 }

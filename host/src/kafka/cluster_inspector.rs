@@ -251,7 +251,7 @@ fn describe(group: &GroupInfo) -> GroupDescription {
 /// protocol; otherwise keep only its size.
 fn assignment_of(protocol_type: &str, bytes: Option<&[u8]>) -> MemberAssignment {
     let bytes = match bytes {
-        None | Some([]) => return MemberAssignment::Empty,
+        None | Some([]) => return MemberAssignment::NotReported,
         Some(bytes) => bytes,
     };
     if protocol_type != "consumer" {
@@ -266,5 +266,51 @@ fn assignment_of(protocol_type: &str, bytes: Option<&[u8]>) -> MemberAssignment 
             bytes: bytes.len(),
             reason: error.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::AssignedTopic;
+
+    /// Version 0, topic `in` with partitions 1 and 3, no user data: what
+    /// librdkafka writes in SyncGroup.
+    const IN_1_3: [u8; 26] = [
+        0, 0, 0, 0, 0, 1, 0, 2, b'i', b'n', 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff,
+    ];
+
+    #[test]
+    fn a_consumer_group_member_assignment_is_decoded() {
+        assert_eq!(
+            assignment_of("consumer", Some(&IN_1_3)),
+            MemberAssignment::Decoded {
+                topics: vec![AssignedTopic {
+                    topic: "in".to_owned(),
+                    partitions: vec![1, 3]
+                }]
+            }
+        );
+    }
+
+    #[test]
+    fn no_bytes_is_no_assignment_reported() {
+        assert_eq!(assignment_of("consumer", None), MemberAssignment::NotReported);
+        assert_eq!(assignment_of("consumer", Some(&[])), MemberAssignment::NotReported);
+    }
+
+    #[test]
+    fn other_protocols_and_malformed_bytes_keep_only_their_size() {
+        assert_eq!(
+            assignment_of("connect", Some(&IN_1_3)),
+            MemberAssignment::Undecodable {
+                bytes: 26,
+                reason: "the group's protocol type is `connect`, not `consumer`".to_owned()
+            }
+        );
+        assert!(matches!(
+            assignment_of("consumer", Some(&IN_1_3[..10])),
+            MemberAssignment::Undecodable { bytes: 10, reason } if reason.contains("partition count")
+        ));
     }
 }

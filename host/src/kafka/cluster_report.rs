@@ -78,9 +78,10 @@ pub struct GroupMember {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MemberAssignment {
-    /// The member has no assignment (yet): the group is rebalancing, or
-    /// the broker did not say.
-    Empty,
+    /// The broker sent no assignment: the group is rebalancing, or the
+    /// broker does not report assignments (tansu 0.6 sends none, nor client
+    /// ids and hosts).
+    NotReported,
     Decoded {
         topics: Vec<AssignedTopic>,
     },
