@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::groups::GroupInfo;
 use rdkafka::metadata::Metadata;
 use rdkafka::{Offset, TopicPartitionList};
@@ -35,7 +36,7 @@ pub enum InspectError {
     Request {
         what: String,
         servers: String,
-        cause: rdkafka::error::KafkaError,
+        cause: String,
     },
 }
 
@@ -71,10 +72,10 @@ impl ClusterInspector {
             .map_err(|error| ProbeError::Fatal(format!("the Kafka settings are not usable: {error}")))?;
         let metadata = consumer
             .fetch_metadata(None, timeout)
-            .map_err(|cause| InspectError::Request {
+            .map_err(|error| InspectError::Request {
                 what: "cluster metadata".to_owned(),
                 servers: bootstrap_servers.to_owned(),
-                cause,
+                cause: error.to_string(),
             })?;
         let brokers = BrokersReport {
             bootstrap_servers: bootstrap_servers.to_owned(),
@@ -144,10 +145,10 @@ impl ClusterInspector {
         for partition in partitions {
             list.add_partition(topic, *partition);
         }
-        let failed = |cause| InspectError::Request {
+        let failed = |error: KafkaError| InspectError::Request {
             what: format!("the committed offsets of group `{}` on `{topic}`", self.group_id),
             servers: self.brokers.bootstrap_servers.clone(),
-            cause,
+            cause: error.to_string(),
         };
         let committed = self.consumer.committed_offsets(list, self.timeout).map_err(failed)?;
         let mut committed_by_partition = BTreeMap::new();
@@ -177,10 +178,10 @@ impl ClusterInspector {
                 let (log_start, high_watermark) = self
                     .consumer
                     .fetch_watermarks(topic, *partition, self.timeout)
-                    .map_err(|cause| InspectError::Request {
+                    .map_err(|error| InspectError::Request {
                         what: format!("the watermarks of {topic}/{partition}"),
                         servers: self.brokers.bootstrap_servers.clone(),
-                        cause,
+                        cause: error.to_string(),
                     })?;
                 Ok(PartitionWatermarks {
                     partition: *partition,
