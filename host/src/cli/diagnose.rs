@@ -152,7 +152,6 @@ fn diagnose(config: &StageConfig, inspector: &ClusterInspector, args: &DiagnoseA
 
     let first_sample_at = Instant::now();
     let first = input_positions(config, inspector)?;
-    let group = inspector.group();
     let dead_letter_partitions = inspector.watermarks(&dead_letter_topic.name)?;
     let (last, sample_seconds) = if args.sample_seconds > 0 {
         let sample = Duration::from_secs(args.sample_seconds);
@@ -165,6 +164,8 @@ fn diagnose(config: &StageConfig, inspector: &ClusterInspector, args: &DiagnoseA
         (first.clone(), 0.0)
     };
 
+    // Described last, so the members are as current as the offsets shown.
+    let group = inspector.group();
     let samples: Vec<PartitionSample> = first
         .iter()
         .zip(&last)

@@ -241,8 +241,8 @@ fn sizing(out: &mut String, sizing: &PartitionSizing) {
             }
         }
         SizingOutcome::NotSampled => "not measured (--sample-seconds 0)".to_owned(),
-        SizingOutcome::NothingCommitted => "cannot be measured: the group committed nothing on the input \
-                                            partitions during the sample, so there is no processing rate"
+        SizingOutcome::NothingCommitted => "cannot be measured: no input partition had a committed offset at \
+                                            both samples, so there is no processing rate"
             .to_owned(),
         SizingOutcome::NoInput => {
             "cannot be measured: no records arrived on the input during the sample; sample again under load".to_owned()

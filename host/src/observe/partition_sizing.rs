@@ -79,7 +79,7 @@ pub enum SizingOutcome {
     Recommended { needed: f64, partitions: usize },
     /// No sample was taken (zero seconds).
     NotSampled,
-    /// No input partition had a commit at both samples.
+    /// No input partition had a committed offset at both samples.
     NothingCommitted,
     /// No records arrived during the sample.
     NoInput,
