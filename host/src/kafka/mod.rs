@@ -19,7 +19,7 @@ mod topics;
 pub use broker_probe::{BrokerProbe, ProbeError};
 pub use client_config::{consumer_config, producer_config};
 pub use client_files::{ClientFileError, check_client_files};
-pub use consumer::{ConsumerStatistics, PartitionOffsets, RebalanceListener, SourceConsumer};
+pub use consumer::{ConsumerErrorKind, ConsumerStatistics, PartitionOffsets, RebalanceListener, SourceConsumer};
 pub use embedded::EmbeddedCluster;
 pub use partition_feed::PartitionFeed;
 pub use producer::{DeliveryError, PendingDelivery, SinkProducer};
