@@ -98,6 +98,31 @@ fn environment_overrides_apply_and_their_errors_name_the_variable() {
 }
 
 #[test]
+fn a_profile_from_the_environment_applies_and_is_checked_with_the_file() {
+    // slow-handler drains for 60 s; the file's own 30 s health limit would
+    // call the stage stuck during a legitimate drain.
+    let toml = spec_toml(
+        "127.0.0.1:9092",
+        &rust_plugin("uppercase"),
+        "[observe]\nstuck_after_seconds = 30\n",
+    );
+
+    let (conflict, conflict_error) = run(&toml, &[("SLUICE_STAGE_PROFILE", "slow-handler")]);
+    let (unknown, unknown_error) = run(&toml, &[("SLUICE_STAGE_PROFILE", "turbo")]);
+
+    assert_eq!(conflict, Some(1));
+    assert!(
+        conflict_error.contains("`observe.stuck_after_seconds` must be longer than stage.drain_timeout_ms (60000 ms)"),
+        "{conflict_error}"
+    );
+    assert_eq!(unknown, Some(1));
+    assert!(
+        unknown_error.contains("`stage.profile` \"turbo\" is not a profile; use \"fast\", \"slow-handler\""),
+        "{unknown_error}"
+    );
+}
+
+#[test]
 fn out_of_range_values_are_explained() {
     let toml = spec_toml("127.0.0.1:9092", &rust_plugin("uppercase"), "[retry]\njitter = 3.0\n");
 

@@ -12,10 +12,11 @@ use figment::{Metadata, Profile, Provider};
 /// Tables, longest first so `plugin_limits` wins over `plugin`. The flag says
 /// whether the rest of the name is a librdkafka property (dots, not
 /// underscores).
-const TABLES: [(&str, &str, bool); 15] = [
+const TABLES: [(&str, &str, bool); 16] = [
     ("kafka_consumer_properties_", "kafka.consumer_properties", true),
     ("kafka_producer_properties_", "kafka.producer_properties", true),
     ("kafka_create_topics_", "kafka.create_topics", false),
+    ("kafka_recovery_", "kafka.recovery", false),
     ("kafka_properties_", "kafka.properties", true),
     ("plugin_limits_", "plugin.limits", false),
     ("plugin_reload_", "plugin.reload", false),
@@ -115,6 +116,11 @@ mod tests {
             path("PLUGIN_RELOAD_TRIAL_CALLS").as_deref(),
             Some("plugin.reload / trial_calls")
         );
+        assert_eq!(
+            path("KAFKA_RECOVERY_RECREATE_AFTER_ERRORS").as_deref(),
+            Some("kafka.recovery / recreate_after_errors")
+        );
+        assert_eq!(path("STAGE_PROFILE").as_deref(), Some("stage / profile"));
         assert_eq!(path("RETRY_MAX_ATTEMPTS").as_deref(), Some("retry / max_attempts"));
         assert_eq!(path("STAGE_NAME").as_deref(), Some("stage / name"));
     }

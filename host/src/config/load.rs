@@ -7,6 +7,7 @@ use figment::providers::{Format, Toml};
 use redis::IntoConnectionInfo;
 
 use super::env::EnvOverride;
+use super::profile::ConsumerProfile;
 use super::stage::{DedupKeyKind, DedupSection, StageConfig};
 
 /// Why a stage file cannot be used. Each message names the file or key at
@@ -36,6 +37,9 @@ pub fn load(path: &Path) -> Result<StageConfig, ConfigError> {
     for variable in EnvOverride::from_environment() {
         figment = figment.merge(variable);
     }
+    if let Some(profile) = chosen_profile(&figment, path)? {
+        figment = figment.join(profile.defaults());
+    }
     let mut config: StageConfig = figment.extract().map_err(|error| ConfigError::Invalid {
         path: path.to_owned(),
         message: describe(error),
@@ -55,6 +59,22 @@ pub fn load(path: &Path) -> Result<StageConfig, ConfigError> {
         reason,
     })?;
     Ok(config)
+}
+
+/// The consumer profile the file (or `SLUICE_STAGE_PROFILE`) names, read
+/// before the rest so its presets can sit under the user's own keys.
+fn chosen_profile(figment: &Figment, path: &Path) -> Result<Option<ConsumerProfile>, ConfigError> {
+    let Some(value) = figment.find_value("stage.profile").ok() else {
+        return Ok(None);
+    };
+    value.deserialize().map(Some).map_err(|_| ConfigError::BadValue {
+        path: path.to_owned(),
+        key: "stage.profile",
+        reason: match value.as_str() {
+            Some(name) => format!("{name:?} is not a profile; use {}", ConsumerProfile::NAMES),
+            None => format!("must be one of {}", ConsumerProfile::NAMES),
+        },
+    })
 }
 
 /// All of figment's errors, one per line, with the key path each concerns.
@@ -146,6 +166,8 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
             1,
         )?;
     }
+
+    at_least("kafka.recovery.error_gap_seconds", kafka.recovery.error_gap_seconds, 1)?;
 
     let observe = &config.observe;
     if observe.stuck_after_seconds.saturating_mul(1000) <= stage.drain_timeout_ms {

@@ -4,10 +4,12 @@
 
 mod env;
 mod load;
+mod profile;
 mod stage;
 
 pub use load::{ConfigError, load};
+pub use profile::ConsumerProfile;
 pub use stage::{
-    CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection, KafkaSection, ObserveSection, OnStoreError,
-    PluginSection, RetrySection, StageConfig, StageSection, StartupSection,
+    ConsumerRecoverySection, CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection, KafkaSection, ObserveSection,
+    OnStoreError, PluginSection, RetrySection, StageConfig, StageSection, StartupSection,
 };

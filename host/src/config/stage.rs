@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
+use super::profile::ConsumerProfile;
 use crate::plugin::{PluginLimits, ReloadSettings};
 
 /// One pipeline stage: what to consume, which plugin decides, where results go.
@@ -82,6 +83,10 @@ impl Default for ObserveSection {
 pub struct StageSection {
     /// Names the stage in logs, metrics and dead-letter headers.
     pub name: String,
+    /// Preset defaults for the kind of work the stage does; keys set in
+    /// the file win over the profile's.
+    #[serde(default)]
+    pub profile: Option<ConsumerProfile>,
     /// Messages handed to the plugin per `handle-batch` call, at most.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -144,6 +149,32 @@ pub struct KafkaSection {
     /// librdkafka properties for the producer only.
     #[serde(default, deserialize_with = "scalar_map")]
     pub producer_properties: BTreeMap<String, String>,
+    /// When the consumer is given up on and created afresh.
+    #[serde(default)]
+    pub recovery: ConsumerRecoverySection,
+}
+
+/// A consumer reporting nothing but errors for a long run is closed and a
+/// new one subscribed, without restarting the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerRecoverySection {
+    /// Errors in a row (no record fetched, no partition assigned between
+    /// them) that make the consumer be recreated; 0 never recreates on a
+    /// count (a fatal client error still does).
+    pub recreate_after_errors: u32,
+    /// An error more than this many seconds after the previous one starts
+    /// a new run, so rare errors never add up.
+    pub error_gap_seconds: u64,
+}
+
+impl Default for ConsumerRecoverySection {
+    fn default() -> Self {
+        ConsumerRecoverySection {
+            recreate_after_errors: 20,
+            error_gap_seconds: 60,
+        }
+    }
 }
 
 impl KafkaSection {

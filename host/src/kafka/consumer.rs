@@ -29,9 +29,41 @@ pub trait RebalanceListener: Send + Sync + 'static {
     fn statistics(&self, _statistics: ConsumerStatistics) {}
 
     /// An error of the client as a whole: brokers unreachable,
-    /// authentication refused. librdkafka keeps retrying by itself.
-    /// `all_brokers_down`: no broker at all can be reached right now.
-    fn client_error(&self, _error: &KafkaError, _all_brokers_down: bool) {}
+    /// authentication refused. librdkafka keeps retrying by itself, unless
+    /// the error is fatal.
+    fn client_error(&self, _error: &KafkaError, _kind: ConsumerErrorKind) {}
+}
+
+/// What an error reported by the consumer means for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerErrorKind {
+    /// No broker at all can be reached right now; librdkafka reconnects by
+    /// itself.
+    AllBrokersDown,
+    /// One connection failed or a name did not resolve; librdkafka
+    /// reconnects by itself.
+    Connection,
+    /// The client cannot go on (`ERR__FATAL`); only a new one will work.
+    Fatal,
+    /// Anything else: a fetch or group error librdkafka reports upwards.
+    Other,
+}
+
+impl ConsumerErrorKind {
+    pub fn of(error: &KafkaError) -> Self {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => ConsumerErrorKind::AllBrokersDown,
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::Resolve) => ConsumerErrorKind::Connection,
+            Some(RDKafkaErrorCode::Fatal) => ConsumerErrorKind::Fatal,
+            _ => ConsumerErrorKind::Other,
+        }
+    }
+
+    /// Whether librdkafka recovers from it by reconnecting, so a run of
+    /// them says the brokers are away, not that the consumer is broken.
+    pub fn is_connectivity(self) -> bool {
+        matches!(self, ConsumerErrorKind::AllBrokersDown | ConsumerErrorKind::Connection)
+    }
 }
 
 /// What the consumer's statistics say about its connections and the
@@ -124,8 +156,7 @@ impl<L: RebalanceListener> ClientContext for ListenerContext<L> {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "Kafka client error");
-        let all_brokers_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        self.listener.client_error(&error, all_brokers_down);
+        self.listener.client_error(&error, ConsumerErrorKind::of(&error));
     }
 }
 

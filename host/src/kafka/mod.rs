@@ -28,7 +28,7 @@ pub use cluster_report::{
     BrokerAddress, BrokersReport, GroupDescription, GroupMember, GroupReport, MemberAssignment, PartitionPosition,
     PartitionWatermarks, TopicReport,
 };
-pub use consumer::{ConsumerStatistics, PartitionOffsets, RebalanceListener, SourceConsumer};
+pub use consumer::{ConsumerErrorKind, ConsumerStatistics, PartitionOffsets, RebalanceListener, SourceConsumer};
 pub use embedded::EmbeddedCluster;
 pub use member_assignment::{AssignedTopic, AssignmentError, decode_member_assignment};
 pub use partition_feed::PartitionFeed;

@@ -25,6 +25,7 @@ pub struct Health {
     assigned_partitions: AtomicUsize,
     init_attempts: AtomicU64,
     connection_errors: AtomicU64,
+    consumer_recreations: AtomicU64,
     startup: Mutex<Vec<StartupStep>>,
 }
 
@@ -52,6 +53,7 @@ impl Health {
             assigned_partitions: AtomicUsize::new(0),
             init_attempts: AtomicU64::new(0),
             connection_errors: AtomicU64::new(0),
+            consumer_recreations: AtomicU64::new(0),
             startup: Mutex::default(),
         }
     }
@@ -113,6 +115,16 @@ impl Health {
     pub fn connection_error(&self) {
         self.connection_errors.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(super::metrics::CONNECTION_ERRORS).increment(1);
+    }
+
+    /// The consumer was replaced after persistent errors.
+    pub fn consumer_recreated(&self) {
+        self.consumer_recreations.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(super::metrics::CONSUMER_RECREATIONS).increment(1);
+    }
+
+    pub fn consumer_recreations(&self) -> u64 {
+        self.consumer_recreations.load(Ordering::Relaxed)
     }
 
     pub fn init_attempts(&self) -> u64 {

@@ -29,6 +29,8 @@ pub const END_TO_END_SECONDS: &str = "sluice_end_to_end_seconds";
 pub const CONSUMER_LAG: &str = "sluice_consumer_lag";
 pub const INIT_ATTEMPTS: &str = "sluice_init_attempts_total";
 pub const CONNECTION_ERRORS: &str = "sluice_connection_errors_total";
+/// Consumers replaced after a run of persistent errors.
+pub const CONSUMER_RECREATIONS: &str = "sluice_consumer_recreations_total";
 
 /// Latency buckets in seconds: from a fast Rust call (well under a
 /// millisecond) to a message that waited out retries.
@@ -78,6 +80,10 @@ fn describe() {
     describe_counter!(PLUGIN_RELOADS, "Hot reloads of the plugin, by outcome");
     describe_counter!(INIT_ATTEMPTS, "Attempts at each startup step, retries included");
     describe_counter!(CONNECTION_ERRORS, "Errors reaching the brokers");
+    describe_counter!(
+        CONSUMER_RECREATIONS,
+        "Consumers closed and created afresh after persistent errors"
+    );
     describe_histogram!(PLUGIN_CALL_SECONDS, Unit::Seconds, "Duration of one plugin call");
     describe_histogram!(
         END_TO_END_SECONDS,

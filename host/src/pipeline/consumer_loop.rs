@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use super::counters::StageCounters;
 use super::partition_worker::{WorkerContext, WorkerHandle, spawn_worker};
 use crate::kafka::{
-    ConsumedRecord, ConsumerStatistics, KafkaError, PartitionFeed, RebalanceListener, SourceConsumer, TopicPartition,
+    ConsumedRecord, ConsumerErrorKind, ConsumerStatistics, KafkaError, PartitionFeed, RebalanceListener,
+    SourceConsumer, TopicPartition,
 };
 
 /// How long one poll of the group waits for an event; bounds how quickly
@@ -146,10 +147,14 @@ impl RebalanceListener for WorkerRegistry {
         }
     }
 
-    fn client_error(&self, _error: &KafkaError, all_brokers_down: bool) {
+    fn client_error(&self, error: &KafkaError, kind: ConsumerErrorKind) {
         self.context.health.connection_error();
-        if all_brokers_down {
-            self.context.health.set_connected(false);
+        match kind {
+            ConsumerErrorKind::AllBrokersDown => self.context.health.set_connected(false),
+            // Other client errors reach the consumer loop as poll errors
+            // too, and are counted there; a fatal one may not.
+            ConsumerErrorKind::Fatal => self.context.consumer_errors.record(error),
+            ConsumerErrorKind::Connection | ConsumerErrorKind::Other => {}
         }
     }
 
@@ -169,6 +174,7 @@ impl RebalanceListener for WorkerRegistry {
         }
         // An assignment comes from the group coordinator: a broker answers.
         self.context.health.set_connected(true);
+        self.context.consumer_errors.healthy();
         self.context.health.set_assigned_partitions(registered.len());
     }
 }
@@ -182,53 +188,105 @@ pub(crate) enum StopWhen {
     Finished(u64),
 }
 
-/// Serve the group and commit until `shutdown` is set (or `stop_when`
-/// says), then stop every worker, commit what they finished, and leave the
-/// group.
-pub(crate) fn run_consumer_loop(
-    consumer: SourceConsumer<WorkerRegistry>,
-    registry: Arc<WorkerRegistry>,
-    shutdown: Arc<AtomicBool>,
-    stop_when: StopWhen,
-    commit_interval: Duration,
-    counters: Arc<StageCounters>,
-) -> Result<(), String> {
-    let mut last_commit = Instant::now();
-    let mut failure = None;
-    let health = registry.context.health.clone();
-    while !shutdown.load(Ordering::Relaxed) {
-        health.polled();
-        if let StopWhen::Finished(target) = stop_when
-            && counters.snapshot().finished >= target
-        {
-            break;
-        }
-        match consumer.poll(POLL_TIMEOUT.min(commit_interval)) {
-            Some(Ok(record)) => {
-                if let Err(error) = registry.hand_over(record) {
-                    failure = Some(error);
-                    break;
-                }
+/// Creates the stage's consumer and subscribes it: at startup, and again
+/// whenever the consumer is recreated.
+pub(crate) type Subscribe = Box<dyn Fn() -> Result<SourceConsumer<WorkerRegistry>, KafkaError> + Send + Sync>;
+
+/// The consumer thread's work.
+pub(crate) struct ConsumerLoop {
+    pub(crate) registry: Arc<WorkerRegistry>,
+    pub(crate) subscribe: Subscribe,
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) stop_when: StopWhen,
+    pub(crate) commit_interval: Duration,
+    pub(crate) counters: Arc<StageCounters>,
+}
+
+impl ConsumerLoop {
+    /// Serve the group and commit until `shutdown` is set (or `stop_when`
+    /// says), then stop every worker, commit what they finished, and leave
+    /// the group. A consumer stuck in errors is replaced on the way.
+    pub(crate) fn run(self, mut consumer: SourceConsumer<WorkerRegistry>) -> Result<(), String> {
+        let registry = &self.registry;
+        let mut last_commit = Instant::now();
+        let mut failure = None;
+        let health = registry.context.health.clone();
+        let errors = registry.context.consumer_errors.clone();
+        while !self.shutdown.load(Ordering::Relaxed) {
+            health.polled();
+            if let StopWhen::Finished(target) = self.stop_when
+                && self.counters.snapshot().finished >= target
+            {
+                break;
             }
-            Some(Err(error)) => tracing::warn!(%error, "consumer error; librdkafka keeps retrying"),
-            None => {}
+            match consumer.poll(POLL_TIMEOUT.min(self.commit_interval)) {
+                Some(Ok(record)) => {
+                    errors.healthy();
+                    if let Err(error) = registry.hand_over(record) {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    if ConsumerErrorKind::of(&error).is_connectivity() {
+                        // Already logged as a client error.
+                        tracing::debug!(%error, "consumer error; librdkafka reconnects by itself");
+                    } else {
+                        tracing::warn!(%error, "consumer error");
+                    }
+                    errors.record(&error);
+                }
+                None => {}
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                registry.commit(&consumer, false);
+                last_commit = Instant::now();
+            }
+            if let Some(why) = errors.recreation_due() {
+                consumer = self.recreate(consumer, &why)?;
+                last_commit = Instant::now();
+            }
         }
-        if last_commit.elapsed() >= commit_interval {
-            registry.commit(&consumer, false);
-            last_commit = Instant::now();
+
+        health.stopped_consuming();
+        tracing::info!("stopping: finishing in-flight messages");
+        self.retire(consumer);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
         }
     }
 
-    health.stopped_consuming();
-    tracing::info!("stopping: finishing in-flight messages");
-    let offsets = registry.stop_workers(&registry.all_partitions());
-    match consumer.commit(&offsets, true) {
-        Ok(()) => tracing::info!(partitions = offsets.len(), "committed finished offsets"),
-        Err(error) => tracing::warn!(%error, "final offset commit failed; uncommitted messages will be consumed again"),
+    /// Replace a consumer that librdkafka cannot bring back: finish (or
+    /// abandon, uncommitted) the partitions' work, leave the group, and
+    /// subscribe a new consumer, which is assigned partitions afresh.
+    fn recreate(
+        &self,
+        consumer: SourceConsumer<WorkerRegistry>,
+        why: &str,
+    ) -> Result<SourceConsumer<WorkerRegistry>, String> {
+        tracing::warn!(reason = why, "recreating the consumer");
+        let context = &self.registry.context;
+        self.retire(consumer);
+        context.consumer_errors.reset();
+        context.health.set_assigned_partitions(0);
+        let consumer = (self.subscribe)()
+            .map_err(|error| format!("cannot create a new consumer after persistent errors: {error}"))?;
+        context.health.consumer_recreated();
+        tracing::info!("new consumer subscribed; waiting for partitions");
+        Ok(consumer)
     }
-    consumer.close();
-    match failure {
-        Some(error) => Err(error),
-        None => Ok(()),
+
+    /// Stop every worker, commit what they finished, and leave the group.
+    fn retire(&self, consumer: SourceConsumer<WorkerRegistry>) {
+        let registry = &self.registry;
+        let offsets = registry.stop_workers(&registry.all_partitions());
+        match consumer.commit(&offsets, true) {
+            Ok(()) => tracing::info!(partitions = offsets.len(), "committed finished offsets"),
+            Err(error) => {
+                tracing::warn!(%error, "final offset commit failed; uncommitted messages will be consumed again")
+            }
+        }
+        consumer.close();
     }
 }

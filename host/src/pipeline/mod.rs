@@ -7,6 +7,7 @@
 //! committed only once everything a verdict asked for is acknowledged by the
 //! broker, and never past an unfinished message.
 
+mod consumer_errors;
 mod consumer_loop;
 mod counters;
 mod dead_letter;

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::consumer_errors::ConsumerErrors;
 use super::counters::StageCounters;
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen};
@@ -46,6 +47,8 @@ pub(crate) struct WorkerContext {
     pub(crate) plugin: Arc<PluginSlot>,
     pub(crate) health: Arc<Health>,
     pub(crate) partitions: Arc<PartitionBoard>,
+    /// The consumer's current run of errors, fed by every worker's fetches.
+    pub(crate) consumer_errors: Arc<ConsumerErrors>,
     pub(crate) runtime: Handle,
 }
 
@@ -75,7 +78,7 @@ pub(crate) struct WorkerHandle {
 /// Start a worker for the feed's partition on the stage's runtime.
 pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> WorkerHandle {
     let partition = feed.partition().clone();
-    let (intake, hand_over) = RecordIntake::new(feed);
+    let (intake, hand_over) = RecordIntake::new(feed, context.consumer_errors.clone());
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
     });

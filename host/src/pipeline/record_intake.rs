@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 
+use super::consumer_errors::ConsumerErrors;
 use crate::kafka::{ConsumedRecord, PartitionFeed};
 
 /// How long a worker waits for an arrival signal before looking at its
@@ -18,12 +19,18 @@ pub(crate) struct RecordIntake {
     feed: PartitionFeed,
     handed_over: mpsc::UnboundedReceiver<ConsumedRecord>,
     arrivals: Arc<Notify>,
+    /// Fetch errors count towards recreating the consumer; records
+    /// arriving show it works.
+    consumer_errors: Arc<ConsumerErrors>,
 }
 
 impl RecordIntake {
     /// Returns the intake and the sender through which the consumer thread
     /// hands over records that reached it instead of the feed.
-    pub(crate) fn new(mut feed: PartitionFeed) -> (Self, mpsc::UnboundedSender<ConsumedRecord>) {
+    pub(crate) fn new(
+        mut feed: PartitionFeed,
+        consumer_errors: Arc<ConsumerErrors>,
+    ) -> (Self, mpsc::UnboundedSender<ConsumedRecord>) {
         let arrivals = Arc::new(Notify::new());
         let wake = arrivals.clone();
         feed.wake_on_arrival(move || wake.notify_one());
@@ -32,6 +39,7 @@ impl RecordIntake {
             feed,
             handed_over,
             arrivals,
+            consumer_errors,
         };
         (intake, sender)
     }
@@ -43,6 +51,7 @@ impl RecordIntake {
         loop {
             self.take_waiting(records, max);
             if !records.is_empty() {
+                self.consumer_errors.healthy();
                 return;
             }
             tokio::select! {
@@ -65,7 +74,8 @@ impl RecordIntake {
             match self.feed.next_record() {
                 Some(Ok(record)) => records.push(record),
                 Some(Err(error)) => {
-                    tracing::warn!(partition = %self.feed.partition(), %error, "fetch error; librdkafka keeps retrying")
+                    tracing::warn!(partition = %self.feed.partition(), %error, "fetch error; librdkafka keeps retrying");
+                    self.consumer_errors.record(&error);
                 }
                 None => return,
             }

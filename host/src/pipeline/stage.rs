@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::consumer_loop::{StopWhen, WorkerRegistry, run_consumer_loop};
+use super::consumer_errors::ConsumerErrors;
+use super::consumer_loop::{ConsumerLoop, StopWhen, Subscribe, WorkerRegistry};
 use super::counters::{StageCounters, StageSummary};
 use super::dedup_screen::Dedup;
 use super::partition_worker::WorkerContext;
@@ -134,32 +135,42 @@ impl Stage {
             plugin: self.plugin.clone(),
             health: self.health.clone(),
             partitions: self.partitions.clone(),
+            consumer_errors: Arc::new(ConsumerErrors::new(&kafka_config.recovery)),
             runtime: tokio::runtime::Handle::current(),
         });
         let registry = Arc::new(WorkerRegistry::new(context));
-        let consumer_config = kafka::consumer_config(kafka_config, &self.bootstrap_servers);
+        let subscribe: Subscribe = {
+            let consumer_config = kafka::consumer_config(kafka_config, &self.bootstrap_servers);
+            let topics = kafka_config.input_topics.clone();
+            let registry = registry.clone();
+            Box::new(move || SourceConsumer::subscribe(&consumer_config, &topics, registry.clone()))
+        };
         let consumer = startup
             .step("consumer subscribed", || async {
-                SourceConsumer::subscribe(&consumer_config, &kafka_config.input_topics, registry.clone())
-                    .map_err(|error| StepError::Fatal(format!("cannot create the consumer: {error}")))
+                subscribe().map_err(|error| StepError::Fatal(format!("cannot create the consumer: {error}")))
             })
             .await?;
         let plugin = self.plugin.current().plugin;
         tracing::info!(
             stage = %stage.name,
+            profile = stage.profile.map(crate::config::ConsumerProfile::name),
             plugin = plugin.name(),
             version = %plugin.version(),
             group = %kafka_config.group_id,
             "stage running"
         );
 
-        let stop_when = stop_after_finished.map_or(StopWhen::Told, StopWhen::Finished);
-        let commit_interval = Duration::from_millis(stage.commit_interval_ms);
-        let shutdown = self.shutdown.clone();
-        let counters = self.counters.clone();
+        let consumer_loop = ConsumerLoop {
+            registry,
+            subscribe,
+            shutdown: self.shutdown.clone(),
+            stop_when: stop_after_finished.map_or(StopWhen::Told, StopWhen::Finished),
+            commit_interval: Duration::from_millis(stage.commit_interval_ms),
+            counters: self.counters.clone(),
+        };
         let consumer_thread = std::thread::Builder::new()
             .name("sluice-consumer".to_owned())
-            .spawn(move || run_consumer_loop(consumer, registry, shutdown, stop_when, commit_interval, counters))
+            .spawn(move || consumer_loop.run(consumer))
             .map_err(|error| StageError::Crashed(format!("cannot start the consumer thread: {error}")))?;
         let outcome = tokio::task::spawn_blocking(move || consumer_thread.join())
             .await
@@ -231,6 +242,7 @@ impl Stage {
         crate::observe::metrics::prometheus();
         let status = StageStatus {
             stage_name: self.config.stage.name.clone(),
+            profile: self.config.stage.profile,
             counters: self.counters.clone(),
             plugin: self.plugin.clone(),
             health: self.health.clone(),

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::counters::StageCounters;
+use crate::config::ConsumerProfile;
 use crate::observe::{Health, PartitionBoard, StatusSource};
 use crate::plugin::PluginSlot;
 
 /// The stage's answer to the status endpoints, read from the live counters.
 pub(crate) struct StageStatus {
     pub(crate) stage_name: String,
+    pub(crate) profile: Option<ConsumerProfile>,
     pub(crate) counters: Arc<StageCounters>,
     pub(crate) plugin: Arc<PluginSlot>,
     pub(crate) health: Arc<Health>,
@@ -34,6 +36,7 @@ impl StatusSource for StageStatus {
         let reloads = self.plugin.stats();
         json!({
             "stage": self.stage_name,
+            "profile": self.profile,
             "uptime_seconds": round(uptime),
             "received": totals.received,
             "processed": totals.finished,
@@ -59,6 +62,7 @@ impl StatusSource for StageStatus {
             "init_attempts": self.health.init_attempts(),
             "startup": self.health.startup_steps(),
             "connection_errors": self.health.connection_errors(),
+            "consumer_recreations": self.health.consumer_recreations(),
         })
     }
 }

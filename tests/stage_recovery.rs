@@ -1,0 +1,186 @@
+//! Riding out broker trouble without a restart: tansu stopped and started
+//! again under a running stage, and a consumer that reports nothing but
+//! errors being replaced by a new one (on the mock cluster, where the
+//! broker can be taken down and brought back in place).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::Value;
+use sluice::pipeline::Stage;
+use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
+use sluice_tests::broker::{Broker, free_port};
+use sluice_tests::http::{get, wait_for_status};
+use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic};
+use sluice_tests::stage::StageFile;
+
+const TOPICS: [&str; 3] = ["in", "out", "dlq"];
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn inputs(prefix: &str, count: i32) -> Vec<Input> {
+    (0..count)
+        .map(|n| Input::text(n % 2, &format!("{prefix}-{n}"), &format!("value {n}")))
+        .collect()
+}
+
+fn outputs_by_key(records: &[Record]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = records
+        .iter()
+        .map(|record| (record.key_text(), record.value_text()))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+fn expected(prefix: &str, count: i32) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = (0..count)
+        .map(|n| (format!("{prefix}-{n}"), format!("VALUE {n}")))
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// /stats once `done` holds for it (or the limit passes).
+fn stats_when(address: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (_, body) = get(address, "/stats");
+        let stats: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if done(&stats) || started.elapsed() >= limit {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_stage_survives_its_broker_stopping_and_starting_again() {
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let broker = Broker::start_on(port);
+    create_topics(&brokers, &TOPICS, 2);
+    let status_port = free_port();
+    let address = format!("127.0.0.1:{status_port}");
+    let extra = format!("[observe]\nhttp_listen = \"{address}\"\n");
+    let stage = StageFile::for_plugin(&brokers, "uppercase", "broker-restart", TOPICS, &extra);
+    let mut process = stage.start("stage.log");
+
+    produce(&brokers, "in", &inputs("before", 100));
+    let before = read_topic(&brokers, "out", 100, LIMIT, Duration::from_secs(1));
+    assert_eq!(
+        outputs_by_key(&before),
+        expected("before", 100),
+        "log:\n{}",
+        process.log()
+    );
+    wait_for_status(&address, "/readyz", 200, Duration::from_secs(30));
+
+    // The broker goes away; tansu keeps everything in memory, so the one
+    // that comes back is empty: topics, records, the group, all gone.
+    drop(broker);
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        process.wait(Duration::ZERO).is_none(),
+        "the stage keeps running without its broker; log:\n{}",
+        process.log()
+    );
+    assert_eq!(get(&address, "/healthz").0, 200, "alive while the broker is away");
+    let outage = stats_when(&address, Duration::from_secs(10), |stats| {
+        stats["connection_errors"].as_u64().unwrap_or(0) > 0
+    });
+    assert!(
+        outage["connection_errors"].as_u64().unwrap_or(0) > 0,
+        "the outage is counted: {outage:#}"
+    );
+
+    let _broker = Broker::start_on(port);
+    create_topics(&brokers, &TOPICS, 2);
+    produce(&brokers, "in", &inputs("after", 100));
+    let after = read_topic(&brokers, "out", 100, LIMIT, Duration::from_secs(2));
+    assert_eq!(
+        outputs_by_key(&after),
+        expected("after", 100),
+        "every message produced after the restart has exactly one output; log:\n{}",
+        process.log()
+    );
+    wait_for_status(&address, "/readyz", 200, Duration::from_secs(60));
+    assert!(process.wait(Duration::ZERO).is_none(), "never restarted");
+    assert!(read_topic(&brokers, "dlq", 0, Duration::from_secs(1), Duration::ZERO).is_empty());
+}
+
+#[test]
+fn a_consumer_stuck_in_errors_is_replaced_and_nothing_is_lost() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for topic in TOPICS {
+        cluster.create_topic(topic, 2, 1).expect("mock topic");
+    }
+    let brokers = cluster.bootstrap_servers();
+    produce(&brokers, "in", &inputs("first", 100));
+
+    let status_port = free_port();
+    let address = format!("127.0.0.1:{status_port}");
+    let extra = format!(
+        "[kafka.recovery]\nrecreate_after_errors = 4\nerror_gap_seconds = 30\n\n\
+         [kafka.consumer_properties]\n\"fetch.error.backoff.ms\" = 100\n\"session.timeout.ms\" = 6000\n\n\
+         [observe]\nhttp_listen = \"{address}\"\n"
+    );
+    let file = StageFile::for_plugin(&brokers, "uppercase", "recreate", TOPICS, &extra);
+    let config = sluice::config::load(&file.path).expect("stage file");
+    let runtime = PluginRuntime::new(Some(&file.dir.path().join("cache"))).expect("plugin runtime");
+    let plugin = runtime
+        .load_file(&config.plugin.path, PluginSettings::default())
+        .expect("plugin");
+    let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
+    let stage = Stage::new(config, slot, brokers.clone()).expect("stage");
+    let shutdown = stage.shutdown_flag();
+    let tokio = tokio::runtime::Runtime::new().expect("tokio");
+    let running = std::thread::spawn(move || tokio.block_on(stage.run(None)).expect("stage runs"));
+
+    let first = read_topic(&brokers, "out", 100, LIMIT, Duration::ZERO);
+    assert_eq!(outputs_by_key(&first), expected("first", 100));
+    // Let the finished offsets be committed (every 200 ms), so the new
+    // consumer starts after them.
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The next two fetches (each for both partitions) fail with an error
+    // librdkafka reports upwards and retries after fetch.error.backoff.ms:
+    // four errors in a row, the run that replaces the consumer.
+    cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_MSG; 2],
+    );
+    let replaced = stats_when(&address, Duration::from_secs(60), |stats| {
+        stats["consumer_recreations"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(
+        replaced["consumer_recreations"].as_u64().unwrap_or(0) >= 1,
+        "a run of errors replaced the consumer: {replaced:#}"
+    );
+
+    produce(&brokers, "in", &inputs("second", 100));
+    // Once the stage has handled the second batch its fetches succeed
+    // again, so every injected error is used up before the test reads.
+    let stats = stats_when(&address, LIMIT, |stats| stats["processed"] == 200);
+    assert_eq!(stats["processed"], 200, "{stats:#}");
+    let outputs = read_topic(&brokers, "out", 200, LIMIT, Duration::from_secs(2));
+    let mut wanted = expected("first", 100);
+    wanted.extend(expected("second", 100));
+    wanted.sort();
+    assert_eq!(
+        outputs_by_key(&outputs),
+        wanted,
+        "every message has exactly one output after the new consumer took over"
+    );
+    let (_, metrics) = get(&address, "/metrics");
+    assert!(
+        metrics.contains("sluice_consumer_recreations_total"),
+        "the recreation is a metric too"
+    );
+    assert_eq!(get(&address, "/readyz").0, 200, "ready again with the new consumer");
+
+    shutdown.store(true, Ordering::Relaxed);
+    running.join().expect("the stage stops");
+}
