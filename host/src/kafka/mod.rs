@@ -14,6 +14,7 @@ mod embedded;
 mod partition_feed;
 mod producer;
 mod record;
+mod topic_reader;
 mod topics;
 
 pub use broker_probe::{BrokerProbe, ProbeError};
@@ -24,6 +25,7 @@ pub use embedded::EmbeddedCluster;
 pub use partition_feed::PartitionFeed;
 pub use producer::{DeliveryError, PendingDelivery, SinkProducer};
 pub use record::{ConsumedRecord, OutgoingRecord, TopicPartition};
+pub use topic_reader::{EndedBy, ReadTimeouts, TopicReadError, TopicReader};
 pub use topics::{TopicError, ensure_topics};
 
 pub use rdkafka::error::KafkaError;
