@@ -1,6 +1,7 @@
 //! The `sluice` command line: argument parsing and dispatch, nothing more.
 
 mod check;
+mod dlq;
 mod jsonl;
 mod run_stage;
 mod test_plugin;
@@ -43,6 +44,8 @@ enum Command {
     /// Run a plugin over messages from a JSON Lines file, without Kafka:
     /// prints one JSON verdict per message.
     Test(test_plugin::TestArgs),
+    /// Inspect a stage's dead letters, and replay chosen ones through it.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Entry point of the `sluice` binary.
@@ -68,5 +71,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_stage::run(cache_dir, args),
         Command::Check(args) => check::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
         Command::Test(args) => test_plugin::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
+        Command::Dlq(args) => dlq::run(args),
     }
 }
