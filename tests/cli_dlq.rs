@@ -184,6 +184,7 @@ fn dead_letters_are_inspected_and_replayed_once_through_the_fixed_stage() {
     );
     let lines = inspected.json_lines();
     assert_eq!(lines.len(), POISON.len(), "{}", inspected.describe());
+    println!("sluice dlq inspect --json:\n{}", inspected.stdout);
     let mut keys: Vec<&str> = lines
         .iter()
         .map(|line| line["key"].as_str().expect("text key"))
@@ -225,6 +226,7 @@ fn dead_letters_are_inspected_and_replayed_once_through_the_fixed_stage() {
         dry_run.describe()
     );
     assert_eq!(dry_run.stdout.matches("would replay dlq ").count(), 3);
+    println!("sluice dlq replay --dry-run:\n{}{}", dry_run.stdout, dry_run.stderr);
     std::thread::sleep(SETTLE);
     assert_eq!(
         read_all(&brokers, "out").len(),

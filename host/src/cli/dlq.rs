@@ -80,12 +80,12 @@ struct Choice {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
     /// How long to wait for the brokers to answer, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// With nothing arriving for this long, take the dead-letter topic as
     /// read to its end (a last resort: the end is normally known from the
     /// partitions' high watermarks and end-of-partition events), in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
 }
 
@@ -114,7 +114,7 @@ impl Choice {
         kafka: &StageKafka,
         mut matched: impl FnMut(DeadLetterRecord) -> anyhow::Result<()>,
     ) -> anyhow::Result<Reading> {
-        let mut dead_letters = kafka.dead_letters(Duration::from_secs(self.idle_timeout.max(1)))?;
+        let mut dead_letters = kafka.dead_letters(Duration::from_secs(self.idle_timeout))?;
         let selection = self.selection();
         let mut reading = Reading {
             topic: config.kafka.dead_letter_topic.clone(),
