@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod dedup;
+pub mod dlq;
 pub mod kafka;
 pub mod observe;
 pub mod pipeline;

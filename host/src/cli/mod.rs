@@ -3,6 +3,7 @@
 mod check;
 mod diagnose;
 mod diagnose_text;
+mod dlq;
 mod jsonl;
 mod run_stage;
 mod test_plugin;
@@ -48,6 +49,8 @@ enum Command {
     /// Look at a stage's brokers, topics, consumer group, lag and dead
     /// letters without joining its group, and size its partitions.
     Diagnose(diagnose::DiagnoseArgs),
+    /// Inspect a stage's dead letters, and replay chosen ones through it.
+    Dlq(dlq::DlqArgs),
 }
 
 /// Entry point of the `sluice` binary.
@@ -74,5 +77,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
         Command::Test(args) => test_plugin::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
         Command::Diagnose(args) => diagnose::run(args),
+        Command::Dlq(args) => dlq::run(args),
     }
 }

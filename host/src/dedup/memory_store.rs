@@ -40,6 +40,11 @@ impl DedupStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn forget<'a>(&'a self, keys: &'a [DedupKey]) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let forgotten = keys.iter().filter(|key| self.marks.remove(*key).is_some()).count();
+        Box::pin(std::future::ready(Ok(forgotten as u64)))
+    }
+
     fn describe(&self) -> String {
         format!(
             "memory (this process only; up to {} keys for {})",
@@ -89,6 +94,16 @@ mod tests {
         store.mark_done(&keys(&[b"a", b"c"])).await.unwrap();
         let done = store.done(&keys(&[b"a", b"b", b"c"])).await.unwrap();
         assert_eq!(done, [true, false, true]);
+    }
+
+    #[tokio::test]
+    async fn forgotten_keys_are_no_longer_done() {
+        let store = MemoryStore::new(100, Duration::from_secs(60));
+        store.mark_done(&keys(&[b"a", b"b"])).await.unwrap();
+        assert_eq!(store.forget(&keys(&[b"a", b"c"])).await.unwrap(), 1);
+        let done = store.done(&keys(&[b"a", b"b", b"c"])).await.unwrap();
+        assert_eq!(done, [false, true, false]);
+        assert_eq!(store.forget(&[]).await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -136,6 +136,22 @@ impl DedupStore for RedisStore {
         })
     }
 
+    fn forget<'a>(&'a self, keys: &'a [DedupKey]) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            // One DEL per key in one pipeline: a multi-key DEL would fail on
+            // a cluster when the keys live in different slots.
+            let mut pipeline = redis::pipe();
+            for key in keys {
+                pipeline.cmd("DEL").arg(key.as_bytes());
+            }
+            let deleted: Vec<u64> = self.run(Query::Pipeline(&pipeline)).await?;
+            Ok(deleted.iter().sum())
+        })
+    }
+
     fn describe(&self) -> String {
         self.description.clone()
     }

@@ -32,6 +32,11 @@ pub trait DedupStore: Send + Sync + 'static {
     /// Mark every key done, for the store's time to live. One round trip.
     fn mark_done<'a>(&'a self, keys: &'a [DedupKey]) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Remove these keys' marks, so messages with them are handled again:
+    /// `sluice dlq replay` clears the marks of the dead letters it puts back.
+    /// Returns how many of the keys were marked. One round trip.
+    fn forget<'a>(&'a self, keys: &'a [DedupKey]) -> BoxFuture<'a, Result<u64, StoreError>>;
+
     /// Where the marks live, for logs.
     fn describe(&self) -> String;
 }

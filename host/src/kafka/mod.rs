@@ -18,6 +18,7 @@ mod member_assignment;
 mod partition_feed;
 mod producer;
 mod record;
+mod topic_reader;
 mod topics;
 
 pub use broker_probe::{BrokerProbe, ProbeError};
@@ -34,6 +35,7 @@ pub use member_assignment::{AssignedTopic, AssignmentError, decode_member_assign
 pub use partition_feed::PartitionFeed;
 pub use producer::{DeliveryError, PendingDelivery, SinkProducer};
 pub use record::{ConsumedRecord, OutgoingRecord, TopicPartition};
+pub use topic_reader::{EndedBy, ReadTimeouts, TopicReadError, TopicReader};
 pub use topics::{TopicError, ensure_topics};
 
 pub use rdkafka::error::KafkaError;

@@ -37,6 +37,17 @@ impl SinkProducer {
     /// The returned future resolves once the broker acknowledged the record,
     /// or the delivery failed for good.
     pub async fn enqueue(&self, record: &OutgoingRecord) -> PendingDelivery {
+        self.enqueue_to(record, None).await
+    }
+
+    /// [`SinkProducer::enqueue`] to one chosen partition, rather than the
+    /// one the key hashes to: a replayed record goes back to the partition
+    /// it was first read from, whatever partitioner its producer used.
+    pub async fn enqueue_to_partition(&self, record: &OutgoingRecord, partition: i32) -> PendingDelivery {
+        self.enqueue_to(record, Some(partition)).await
+    }
+
+    async fn enqueue_to(&self, record: &OutgoingRecord, partition: Option<i32>) -> PendingDelivery {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (name, value) in &record.headers {
             headers = headers.insert(Header {
@@ -50,6 +61,9 @@ impl SinkProducer {
         }
         if let Some(value) = &record.value {
             future_record = future_record.payload(value.as_slice());
+        }
+        if let Some(partition) = partition {
+            future_record = future_record.partition(partition);
         }
         loop {
             match self.producer.send_result(future_record) {

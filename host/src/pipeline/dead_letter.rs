@@ -1,5 +1,6 @@
 //! What a dead-letter record says about why it is there.
 
+use std::str::FromStr;
 use std::time::SystemTime;
 
 /// The `sluice.*` headers added to a dead-lettered record, after its
@@ -62,17 +63,91 @@ impl DeadLetterHeaders {
             .map(|(name, value)| (name.to_owned(), value.into_bytes()))
             .collect()
     }
+
+    /// Read the headers back from a dead-letter record: the inverse of
+    /// [`DeadLetterHeaders::to_headers`], so `sluice dlq` can say why a
+    /// record is there and where it came from. Where a name occurs more than
+    /// once, the last one counts: the stage appends its headers after the
+    /// original ones, which may carry an earlier stage's.
+    pub fn from_headers(headers: &[(String, Vec<u8>)]) -> Result<Self, DeadLetterHeaderError> {
+        let text = |name: &'static str| -> Result<Option<String>, DeadLetterHeaderError> {
+            match headers.iter().rev().find(|(header, _)| header == name) {
+                None => Ok(None),
+                Some((_, value)) => {
+                    String::from_utf8(value.clone())
+                        .map(Some)
+                        .map_err(|_| DeadLetterHeaderError::Malformed {
+                            header: name,
+                            problem: "is not UTF-8 text".to_owned(),
+                        })
+                }
+            }
+        };
+        let required = |name: &'static str| text(name)?.ok_or(DeadLetterHeaderError::Missing { header: name });
+        Ok(DeadLetterHeaders {
+            reason: required(Self::REASON)?,
+            source_topic: required(Self::SOURCE_TOPIC)?,
+            source_partition: parse_number(Self::SOURCE_PARTITION, &required(Self::SOURCE_PARTITION)?)?,
+            source_offset: parse_number(Self::SOURCE_OFFSET, &required(Self::SOURCE_OFFSET)?)?,
+            source_timestamp_ms: text(Self::SOURCE_TIMESTAMP)?
+                .map(|value| parse_number(Self::SOURCE_TIMESTAMP, &value))
+                .transpose()?,
+            attempts: parse_number(Self::ATTEMPTS, &required(Self::ATTEMPTS)?)?,
+            stage: required(Self::STAGE)?,
+            plugin_name: required(Self::PLUGIN_NAME)?,
+            plugin_version: required(Self::PLUGIN_VERSION)?,
+            failed_at: humantime::parse_rfc3339(&required(Self::FAILED_AT)?).map_err(|error| {
+                DeadLetterHeaderError::Malformed {
+                    header: Self::FAILED_AT,
+                    problem: format!("is not an RFC 3339 time ({error})"),
+                }
+            })?,
+        })
+    }
+
+    /// Whether a header name is one of those [`DeadLetterHeaders::to_headers`]
+    /// writes.
+    pub fn is_dead_letter_header(name: &str) -> bool {
+        [
+            Self::REASON,
+            Self::SOURCE_TOPIC,
+            Self::SOURCE_PARTITION,
+            Self::SOURCE_OFFSET,
+            Self::SOURCE_TIMESTAMP,
+            Self::ATTEMPTS,
+            Self::STAGE,
+            Self::PLUGIN_NAME,
+            Self::PLUGIN_VERSION,
+            Self::FAILED_AT,
+        ]
+        .contains(&name)
+    }
+}
+
+/// Why a record's headers are not a sluice dead letter's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeadLetterHeaderError {
+    #[error("no `{header}` header (not a sluice dead letter?)")]
+    Missing { header: &'static str },
+    #[error("header `{header}` {problem}")]
+    Malformed { header: &'static str, problem: String },
+}
+
+fn parse_number<T: FromStr>(header: &'static str, value: &str) -> Result<T, DeadLetterHeaderError> {
+    value.parse().map_err(|_| DeadLetterHeaderError::Malformed {
+        header,
+        problem: format!("is not a number: {value:?}"),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use super::DeadLetterHeaders;
+    use super::{DeadLetterHeaderError, DeadLetterHeaders};
 
-    #[test]
-    fn every_header_is_present_as_text() {
-        let headers = DeadLetterHeaders {
+    fn example() -> DeadLetterHeaders {
+        DeadLetterHeaders {
             reason: "retries exhausted: db down".into(),
             source_topic: "orders".into(),
             source_partition: 3,
@@ -84,7 +159,11 @@ mod tests {
             plugin_version: "ab".repeat(32),
             failed_at: UNIX_EPOCH + Duration::from_millis(1_700_000_001_500),
         }
-        .to_headers();
+    }
+
+    #[test]
+    fn every_header_is_present_as_text() {
+        let headers = example().to_headers();
 
         let text: Vec<(String, String)> = headers
             .into_iter()
@@ -107,5 +186,65 @@ mod tests {
             .map(|(name, value)| (name.to_owned(), value))
             .collect();
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn headers_read_back_as_written() {
+        let written = example();
+        assert_eq!(
+            DeadLetterHeaders::from_headers(&written.to_headers()),
+            Ok(written.clone())
+        );
+        let without_timestamp = DeadLetterHeaders {
+            source_timestamp_ms: None,
+            ..written
+        };
+        assert_eq!(
+            DeadLetterHeaders::from_headers(&without_timestamp.to_headers()),
+            Ok(without_timestamp)
+        );
+    }
+
+    #[test]
+    fn the_last_of_repeated_headers_counts() {
+        let earlier_stage = DeadLetterHeaders {
+            stage: "parse".into(),
+            reason: "earlier".into(),
+            ..example()
+        };
+        let mut headers = earlier_stage.to_headers();
+        headers.push(("message-id".into(), b"m-1".to_vec()));
+        headers.extend(example().to_headers());
+        assert_eq!(DeadLetterHeaders::from_headers(&headers), Ok(example()));
+    }
+
+    #[test]
+    fn missing_or_malformed_headers_are_named() {
+        let mut headers = example().to_headers();
+        headers.retain(|(name, _)| name != DeadLetterHeaders::SOURCE_TOPIC);
+        assert_eq!(
+            DeadLetterHeaders::from_headers(&headers),
+            Err(DeadLetterHeaderError::Missing {
+                header: "sluice.source.topic"
+            })
+        );
+
+        let mut headers = example().to_headers();
+        headers.push((DeadLetterHeaders::SOURCE_OFFSET.into(), b"forty-two".to_vec()));
+        let error = DeadLetterHeaders::from_headers(&headers).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "header `sluice.source.offset` is not a number: \"forty-two\""
+        );
+
+        let mut headers = example().to_headers();
+        headers.push((DeadLetterHeaders::FAILED_AT.into(), b"yesterday".to_vec()));
+        assert!(matches!(
+            DeadLetterHeaders::from_headers(&headers),
+            Err(DeadLetterHeaderError::Malformed {
+                header: "sluice.failed-at",
+                ..
+            })
+        ));
     }
 }

@@ -23,7 +23,7 @@ mod startup;
 mod status;
 
 pub use counters::{StageCounters, StageSummary};
-pub use dead_letter::DeadLetterHeaders;
+pub use dead_letter::{DeadLetterHeaderError, DeadLetterHeaders};
 pub use offset_tracker::OffsetTracker;
 pub use record_headers::PLUGIN_VERSION_HEADER;
 pub use retry_policy::RetryPolicy;

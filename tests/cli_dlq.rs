@@ -1,0 +1,700 @@
+//! `sluice dlq inspect` and `sluice dlq replay` against tansu and a real
+//! Redis: dead letters listed as the stage wrote them, chosen ones put back
+//! through a fixed stage exactly once, and bad input refused quickly.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::Value;
+use sluice::dedup::{DedupKey, DedupStore, Identifiable, KeyMaker, RedisStore};
+use sluice::kafka::{EndedBy, ReadTimeouts, TopicReader};
+use sluice::pipeline::DeadLetterHeaders;
+use sluice_tests::broker::{Broker, free_port};
+use sluice_tests::kafka::{Input, Record, create_topics, produce, read_all, read_topic, wait_for_commits};
+use sluice_tests::process::kill_with_parent;
+use sluice_tests::redis::Redis;
+use sluice_tests::sluice_bin;
+use sluice_tests::stage::StageFile;
+
+const LIMIT: Duration = Duration::from_secs(120);
+const SETTLE: Duration = Duration::from_secs(2);
+const TOPICS: [&str; 3] = ["in", "out", "dlq"];
+/// Generous for a command that should take a few seconds.
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a finished `sluice` command printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Finished {
+    fn describe(&self) -> String {
+        format!(
+            "status {:?} after {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status, self.took, self.stdout, self.stderr
+        )
+    }
+
+    /// stdout as JSON Lines.
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+            .collect()
+    }
+}
+
+/// Run `sluice <args>` to completion (killed after `limit`).
+fn sluice(args: &[&str], limit: Duration) -> Finished {
+    let dir = tempfile::TempDir::new().expect("output directory");
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    let mut command = Command::new(sluice_bin());
+    command
+        .args(args)
+        .env(
+            "SLUICE_LOG",
+            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "warn,librdkafka=error,rdkafka=error".to_owned()),
+        )
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
+    kill_with_parent(&mut command);
+    let started = Instant::now();
+    let mut child = command.spawn().expect("sluice starts");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for sluice") {
+            break status;
+        }
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            panic!(
+                "sluice {args:?} did not finish within {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: std::fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+        took: started.elapsed(),
+    }
+}
+
+fn dlq(command: &str, stage: &Path, extra: &[&str]) -> Finished {
+    let stage = stage.to_str().expect("UTF-8 path");
+    let mut args = vec!["dlq", command, stage];
+    args.extend_from_slice(extra);
+    sluice(&args, COMMAND_LIMIT)
+}
+
+fn header_dedup(redis_url: &str) -> String {
+    format!("[dedup]\nkey = \"header\"\nheader = \"message-id\"\nredis_url = \"{redis_url}\"\n")
+}
+
+fn by_key(records: &[Record]) -> HashMap<String, Vec<&Record>> {
+    let mut map: HashMap<String, Vec<&Record>> = HashMap::new();
+    for record in records {
+        map.entry(record.key_text()).or_default().push(record);
+    }
+    map
+}
+
+fn header_of<'a>(line: &'a Value, name: &str) -> Option<&'a str> {
+    line["headers"]
+        .as_array()?
+        .iter()
+        .find(|header| header["name"] == name)
+        .and_then(|header| header["value"].as_str())
+}
+
+/// The trace id in a `traceparent` value.
+fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).expect("a traceparent")
+}
+
+/// Which messages of the round trip are poison: dead-lettered by
+/// `trap-on-marker`, fine for `uppercase`.
+const POISON: [usize; 3] = [2, 5, 9];
+const MESSAGES: usize = 12;
+
+fn round_trip_input(n: usize) -> Input {
+    let value = if POISON.contains(&n) {
+        "poison".to_owned()
+    } else {
+        format!("value {n}")
+    };
+    Input::text((n % 2) as i32, &format!("key-{n}"), &value).with_header("message-id", &format!("id-{n}"))
+}
+
+#[test]
+fn dead_letters_are_inspected_and_replayed_once_through_the_fixed_stage() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 2);
+    let group = "dlq-round-trip";
+    let trapping = StageFile::for_plugin(
+        &brokers,
+        "trap-on-marker",
+        group,
+        TOPICS,
+        &format!(
+            "[plugin.config]\nmarker = \"poison\"\n\n[retry]\nmax_attempts = 2\ninitial_backoff_ms = 10\nmax_backoff_ms = 20\n\n{}",
+            header_dedup(&redis.url())
+        ),
+    );
+    let fixed = StageFile::for_plugin(&brokers, "uppercase", group, TOPICS, &header_dedup(&redis.url()));
+    let inputs: Vec<Input> = (0..MESSAGES).map(round_trip_input).collect();
+    produce(&brokers, "in", &inputs);
+
+    // The broken stage: N - D outputs, D dead letters, every offset done.
+    let mut broken = trapping.start("broken.log");
+    let first_outputs = read_topic(&brokers, "out", MESSAGES - POISON.len(), LIMIT, Duration::ZERO);
+    let dead_letters = read_topic(&brokers, "dlq", POISON.len(), LIMIT, Duration::ZERO);
+    let committed = wait_for_commits(&brokers, group, "in", &[Some(6), Some(6)], Duration::from_secs(30));
+    broken.signal(libc::SIGTERM);
+    assert!(broken.wait(Duration::from_secs(30)).is_some(), "log:\n{}", broken.log());
+    assert_eq!(first_outputs.len(), MESSAGES - POISON.len(), "log:\n{}", broken.log());
+    assert_eq!(dead_letters.len(), POISON.len(), "log:\n{}", broken.log());
+    assert_eq!(committed, [Some(6), Some(6)]);
+    assert_eq!(redis.keys("sluice:test-stage:done:header:*").len(), MESSAGES);
+
+    // Fix the plugin: the stage restarts with `uppercase`, and finds nothing new.
+    let running = fixed.start("fixed.log");
+    assert!(running.wait_for_log("stage running", LIMIT), "log:\n{}", running.log());
+
+    let inspected = dlq("inspect", &fixed.path, &["--json"]);
+    assert!(inspected.status.success(), "{}", inspected.describe());
+    assert!(
+        inspected.took < Duration::from_secs(8),
+        "inspect ends on end-of-partition events, not the idle timeout (10 s): {}",
+        inspected.describe()
+    );
+    let lines = inspected.json_lines();
+    assert_eq!(lines.len(), POISON.len(), "{}", inspected.describe());
+    println!("sluice dlq inspect --json:\n{}", inspected.stdout);
+    let mut keys: Vec<&str> = lines
+        .iter()
+        .map(|line| line["key"].as_str().expect("text key"))
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["key-2", "key-5", "key-9"]);
+    for line in &lines {
+        let n: usize = line["key"].as_str().unwrap()["key-".len()..].parse().unwrap();
+        let why = &line["dead_letter"];
+        assert_eq!(line["topic"], "dlq");
+        assert_eq!(line["value"], "poison");
+        assert_eq!(header_of(line, "message-id"), Some(format!("id-{n}").as_str()));
+        let reason = why["reason"].as_str().expect("a reason");
+        assert!(
+            reason.starts_with("retries exhausted: ") && reason.contains("found the marker value \"poison\""),
+            "{reason}"
+        );
+        assert_eq!(why["source_topic"], "in");
+        assert_eq!(why["source_partition"], n % 2);
+        assert_eq!(why["source_offset"], n / 2);
+        assert!(why["source_timestamp_ms"].as_i64().is_some());
+        assert_eq!(why["attempts"], 2);
+        assert_eq!(why["stage"], "test-stage");
+        assert_eq!(why["plugin_name"], "trap-on-marker");
+    }
+    assert_eq!(inspected.stderr, "matched 3 of 3 dead letters in dlq\n");
+    let as_text = dlq("inspect", &fixed.path, &[]);
+    assert!(as_text.status.success(), "{}", as_text.describe());
+    assert_eq!(as_text.stdout.matches("  reason:   retries exhausted: ").count(), 3);
+    println!("sluice dlq inspect:\n{}{}", as_text.stdout, as_text.stderr);
+
+    let dry_run = dlq("replay", &fixed.path, &["--dry-run"]);
+    assert!(dry_run.status.success(), "{}", dry_run.describe());
+    assert!(
+        dry_run
+            .stdout
+            .contains("dry run: would replay 3 of 3 matched (0 skipped); would clear up to 3 done-marks"),
+        "{}",
+        dry_run.describe()
+    );
+    assert_eq!(dry_run.stdout.matches("would replay dlq ").count(), 3);
+    println!("sluice dlq replay --dry-run:\n{}{}", dry_run.stdout, dry_run.stderr);
+    std::thread::sleep(SETTLE);
+    assert_eq!(
+        read_all(&brokers, "out").len(),
+        MESSAGES - POISON.len(),
+        "a dry run produces nothing"
+    );
+    assert_eq!(read_all(&brokers, "in").len(), MESSAGES);
+    assert_eq!(redis.keys("sluice:test-stage:done:header:*").len(), MESSAGES);
+
+    let replayed = dlq("replay", &fixed.path, &[]);
+    assert!(replayed.status.success(), "{}", replayed.describe());
+    assert!(
+        replayed
+            .stdout
+            .contains("replayed 3 of 3 matched (0 skipped); cleared 3 done-marks"),
+        "{}",
+        replayed.describe()
+    );
+    println!("sluice dlq replay:\n{}{}", replayed.stdout, replayed.stderr);
+
+    let outputs = read_topic(&brokers, "out", MESSAGES, LIMIT, SETTLE);
+    let outputs_by_key = by_key(&outputs);
+    assert_eq!(outputs.len(), MESSAGES, "log:\n{}", running.log());
+    assert_eq!(outputs_by_key.len(), MESSAGES, "each key exactly once");
+    let dead_letter_traces: HashMap<String, String> = dead_letters
+        .iter()
+        .map(|record| (record.key_text(), record.header("traceparent").expect("traced")))
+        .collect();
+    for n in 0..MESSAGES {
+        let output = outputs_by_key[&format!("key-{n}")][0];
+        assert_eq!(output.header("message-id"), Some(format!("id-{n}")));
+        if POISON.contains(&n) {
+            assert_eq!(output.value_text(), "POISON", "handled by the fixed plugin");
+            let from = output.header("sluice.replayed-from").expect("marked as replayed");
+            let dead_letter = dead_letters
+                .iter()
+                .find(|record| record.key_text() == format!("key-{n}"))
+                .unwrap();
+            assert_eq!(from, format!("dlq/{}/{}", dead_letter.partition, dead_letter.offset));
+            assert_eq!(
+                trace_id(&output.header("traceparent").unwrap()),
+                trace_id(&dead_letter_traces[&format!("key-{n}")]),
+                "the replay continues the dead letter's trace"
+            );
+        } else {
+            assert_eq!(output.value_text(), format!("value {n}"));
+            assert_eq!(output.header("sluice.replayed-from"), None);
+        }
+    }
+    let replayed_inputs: Vec<Record> = read_all(&brokers, "in")
+        .into_iter()
+        .filter(|record| record.offset >= 6)
+        .collect();
+    assert_eq!(replayed_inputs.len(), POISON.len());
+    for record in &replayed_inputs {
+        let n: usize = record.key_text()["key-".len()..].parse().unwrap();
+        assert_eq!(record.partition, (n % 2) as i32, "back to its source partition");
+        assert_eq!(record.value_text(), "poison");
+        assert!(
+            record
+                .headers
+                .iter()
+                .all(|(name, _)| !name.starts_with("sluice.") || name == "sluice.replayed-from"),
+            "no dead-letter headers: {:?}",
+            record.headers
+        );
+    }
+    assert_eq!(
+        read_all(&brokers, "dlq").len(),
+        POISON.len(),
+        "replay adds no dead letters"
+    );
+    assert_eq!(redis.keys("sluice:test-stage:done:header:*").len(), MESSAGES);
+}
+
+/// A dead letter as a stage would write it, for tests that need one
+/// without running a stage.
+fn synthetic_dead_letter(key: &str, reason: &str, source_offset: i64) -> Input {
+    let why = DeadLetterHeaders {
+        reason: reason.to_owned(),
+        source_topic: "in".to_owned(),
+        source_partition: 0,
+        source_offset,
+        source_timestamp_ms: Some(1_700_000_000_000),
+        attempts: 1,
+        stage: "test-stage".to_owned(),
+        plugin_name: "mirror".to_owned(),
+        plugin_version: "ab".repeat(32),
+        failed_at: UNIX_EPOCH + Duration::from_secs(1_700_000_100),
+    };
+    let mut input = Input::text(0, key, &format!("value of {key}")).with_header("message-id", &format!("id-{key}"));
+    input.headers.extend(why.to_headers());
+    input
+}
+
+#[test]
+fn filters_choose_dead_letters_by_reason_and_by_exact_offset() {
+    let broker = Broker::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 1);
+    let dead = |key: &str, reason: &str| {
+        Input::text(0, key, &format!("value of {key}"))
+            .with_header("mirror.verdict", "dead-letter")
+            .with_header("mirror.reason", reason)
+    };
+    produce(
+        &brokers,
+        "in",
+        &[
+            dead("a1", "invalid JSON: unexpected end"),
+            Input::text(0, "ok1", "fine"),
+            dead("b1", "unknown customer 42"),
+            dead("a2", "invalid JSON: trailing comma"),
+            Input::text(0, "ok2", "fine"),
+        ],
+    );
+    // Something on the topic that no stage wrote.
+    produce(&brokers, "dlq", &[Input::text(0, "stray", "not a dead letter")]);
+    let stage = StageFile::for_plugin(&brokers, "mirror", "dlq-filters", TOPICS, "");
+    let mut process = stage.start("stage.log");
+    assert_eq!(
+        read_topic(&brokers, "dlq", 4, LIMIT, Duration::ZERO).len(),
+        4,
+        "log:\n{}",
+        process.log()
+    );
+    wait_for_commits(&brokers, "dlq-filters", "in", &[Some(5)], Duration::from_secs(30));
+    process.signal(libc::SIGTERM);
+    process.wait(Duration::from_secs(30)).expect("the stage stops");
+
+    let keys_of = |finished: &Finished| -> Vec<String> {
+        assert!(finished.status.success(), "{}", finished.describe());
+        let mut keys: Vec<String> = finished
+            .json_lines()
+            .iter()
+            .map(|line| line["key"].as_str().unwrap().to_owned())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let everything = dlq("inspect", &stage.path, &["--json"]);
+    assert_eq!(keys_of(&everything), ["a1", "a2", "b1", "stray"]);
+    let stray = everything
+        .json_lines()
+        .into_iter()
+        .find(|line| line["key"] == "stray")
+        .unwrap();
+    assert_eq!(stray["dead_letter"], Value::Null);
+    assert_eq!(
+        stray["problem"],
+        "no `sluice.reason` header (not a sluice dead letter?)"
+    );
+    let offset_of = |key: &str| -> String {
+        let line = everything
+            .json_lines()
+            .into_iter()
+            .find(|line| line["key"] == key)
+            .unwrap();
+        format!("{}:{}", line["partition"], line["offset"])
+    };
+
+    let json_reason = dlq("inspect", &stage.path, &["--json", "--reason", "invalid JSON"]);
+    assert_eq!(keys_of(&json_reason), ["a1", "a2"]);
+    assert!(
+        json_reason.stderr.contains("matched 2 of 4 dead letters in dlq"),
+        "{}",
+        json_reason.describe()
+    );
+    assert_eq!(
+        keys_of(&dlq(
+            "inspect",
+            &stage.path,
+            &["--json", "--reason", "unknown customer"]
+        )),
+        ["b1"]
+    );
+    assert_eq!(
+        keys_of(&dlq("inspect", &stage.path, &["--json", "--reason", "Invalid json"])),
+        Vec::<String>::new(),
+        "the reason filter is case-sensitive"
+    );
+    assert_eq!(
+        keys_of(&dlq("inspect", &stage.path, &["--json", "--offset", &offset_of("a2")])),
+        ["a2"]
+    );
+    assert_eq!(
+        keys_of(&dlq(
+            "inspect",
+            &stage.path,
+            &["--json", "--offset", &offset_of("b1"), "--offset", &offset_of("stray")]
+        )),
+        ["b1", "stray"]
+    );
+    let limited = dlq(
+        "inspect",
+        &stage.path,
+        &["--json", "--source-partition", "0", "--limit", "2"],
+    );
+    assert_eq!(keys_of(&limited).len(), 2);
+    assert!(
+        limited.stderr.contains("(stopped at --limit)"),
+        "{}",
+        limited.describe()
+    );
+
+    // Replay by reason: only b1 goes back to `in`, with its original headers.
+    let replay_b = dlq("replay", &stage.path, &["--reason", "unknown customer"]);
+    assert!(replay_b.status.success(), "{}", replay_b.describe());
+    assert!(
+        replay_b.stdout.contains("replayed 1 of 1 matched (0 skipped)"),
+        "{}",
+        replay_b.describe()
+    );
+    // Replay by offset, the stray record among them: it is skipped, saying why.
+    let replay_exact = dlq(
+        "replay",
+        &stage.path,
+        &["--offset", &offset_of("a1"), "--offset", &offset_of("stray")],
+    );
+    assert!(replay_exact.status.success(), "{}", replay_exact.describe());
+    assert!(
+        replay_exact.stdout.contains(
+            "replayed 1 of 2 matched (1 skipped: not a sluice dead letter: no `sluice.reason` header (not a sluice dead letter?))"
+        ),
+        "{}",
+        replay_exact.describe()
+    );
+    let inputs = read_all(&brokers, "in");
+    let replayed: Vec<&Record> = inputs.iter().filter(|record| record.offset >= 5).collect();
+    let replayed_keys: Vec<String> = replayed.iter().map(|record| record.key_text()).collect();
+    assert_eq!(replayed_keys, ["b1", "a1"]);
+    assert_eq!(replayed[0].value_text(), "value of b1");
+    assert_eq!(
+        replayed[0].header("mirror.reason").as_deref(),
+        Some("unknown customer 42")
+    );
+    assert_eq!(replayed[0].header("sluice.reason"), None);
+    assert_eq!(
+        replayed[0].header("sluice.replayed-from"),
+        Some(format!("dlq/{}", offset_of("b1").replace(':', "/")))
+    );
+}
+
+#[test]
+fn a_missing_topic_an_unreachable_broker_or_redis_fail_fast_and_clearly() {
+    let broker = Broker::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 1);
+
+    // An empty dead-letter topic is read to its end at once.
+    let empty = StageFile::for_plugin(&brokers, "uppercase", "dlq-bad", TOPICS, "");
+    let finished = dlq("inspect", &empty.path, &[]);
+    assert!(finished.status.success(), "{}", finished.describe());
+    assert!(finished.took < Duration::from_secs(8), "{}", finished.describe());
+    assert_eq!(finished.stdout, "");
+    assert!(
+        finished.stderr.contains("matched 0 of 0 dead letters in dlq"),
+        "{}",
+        finished.describe()
+    );
+
+    let missing = StageFile::for_plugin(&brokers, "uppercase", "dlq-bad", ["in", "out", "no-such-dlq"], "");
+    let finished = dlq("inspect", &missing.path, &[]);
+    assert!(!finished.status.success(), "{}", finished.describe());
+    assert!(finished.took < Duration::from_secs(15), "{}", finished.describe());
+    assert!(
+        finished
+            .stderr
+            .contains("topic `no-such-dlq` does not exist on 127.0.0.1:"),
+        "{}",
+        finished.describe()
+    );
+
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let unreachable = StageFile::for_plugin(&nowhere, "uppercase", "dlq-bad", TOPICS, "");
+    let finished = dlq("replay", &unreachable.path, &["--timeout", "3"]);
+    assert!(!finished.status.success(), "{}", finished.describe());
+    assert!(finished.took < Duration::from_secs(15), "{}", finished.describe());
+    assert!(
+        finished
+            .stderr
+            .contains("error: cannot reach the brokers: cannot read cluster metadata from"),
+        "{}",
+        finished.describe()
+    );
+
+    // Redis down: no mark can be cleared, so nothing is replayed.
+    produce(&brokers, "dlq", &[synthetic_dead_letter("k1", "boom", 0)]);
+    let redis_down = StageFile::for_plugin(
+        &brokers,
+        "uppercase",
+        "dlq-bad",
+        TOPICS,
+        &format!(
+            "{}redis_timeout_ms = 500\n",
+            header_dedup(&format!("redis://127.0.0.1:{}/", free_port()))
+        ),
+    );
+    let finished = dlq("replay", &redis_down.path, &[]);
+    assert!(!finished.status.success(), "{}", finished.describe());
+    assert!(finished.took < Duration::from_secs(15), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains("cannot clear done-marks in redis at")
+            && finished.stderr.contains("nothing was replayed"),
+        "{}",
+        finished.describe()
+    );
+    assert!(read_all(&brokers, "in").is_empty());
+
+    let embedded = StageFile::for_plugin("embedded", "uppercase", "dlq-bad", TOPICS, "");
+    let finished = dlq("inspect", &embedded.path, &[]);
+    assert!(!finished.status.success(), "{}", finished.describe());
+    assert!(finished.stderr.contains("embedded cluster"), "{}", finished.describe());
+}
+
+#[test]
+fn with_in_memory_marks_replay_warns_that_it_cannot_clear_them() {
+    let broker = Broker::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 1);
+    produce(&brokers, "dlq", &[synthetic_dead_letter("k1", "boom", 3)]);
+    let stage = StageFile::for_plugin(
+        &brokers,
+        "uppercase",
+        "dlq-memory",
+        TOPICS,
+        "[dedup]\nkey = \"header\"\nheader = \"message-id\"\n",
+    );
+    let finished = dlq("replay", &stage.path, &[]);
+    assert!(finished.status.success(), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains("replay cannot reach"),
+        "{}",
+        finished.describe()
+    );
+    assert!(
+        finished
+            .stdout
+            .contains("replayed 1 of 1 matched (0 skipped); done-marks NOT cleared"),
+        "{}",
+        finished.describe()
+    );
+    let inputs = read_all(&brokers, "in");
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(inputs[0].key_text(), "k1");
+    assert_eq!(inputs[0].header("message-id").as_deref(), Some("id-k1"));
+}
+
+struct Keyed(&'static str);
+
+impl Identifiable for Keyed {
+    fn topic(&self) -> &str {
+        "in"
+    }
+    fn partition(&self) -> i32 {
+        0
+    }
+    fn offset(&self) -> i64 {
+        0
+    }
+    fn key(&self) -> Option<&[u8]> {
+        Some(self.0.as_bytes())
+    }
+    fn value(&self) -> Option<&[u8]> {
+        None
+    }
+    fn header(&self, _: &str) -> Option<&[u8]> {
+        None
+    }
+}
+
+#[test]
+fn the_redis_store_forgets_marks_and_counts_those_it_had() {
+    let redis = Redis::start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let store =
+        RedisStore::open(&[redis.url()], false, Duration::from_secs(60), Duration::from_secs(2)).expect("store opens");
+    let maker = KeyMaker::new("s", sluice::config::DedupKeyKind::MessageKey, None);
+    let keys = |names: &[&'static str]| -> Vec<DedupKey> {
+        names.iter().map(|name| maker.key_for(&Keyed(name)).unwrap()).collect()
+    };
+    runtime.block_on(async {
+        store.mark_done(&keys(&["a", "b"])).await.unwrap();
+        assert_eq!(store.forget(&keys(&["a", "c"])).await.unwrap(), 1);
+        assert_eq!(store.done(&keys(&["a", "b", "c"])).await.unwrap(), [false, true, false]);
+        assert_eq!(store.forget(&[]).await.unwrap(), 0);
+    });
+    assert_eq!(redis.keys("sluice:s:done:*"), ["sluice:s:done:key:b"]);
+}
+
+/// Produce `batches` of records to partition 0 of `topic`, each group of
+/// records in one batch (as the stage's lingering producer writes them),
+/// numbering keys from `first`.
+fn produce_batches(brokers: &str, topic: &str, first: usize, batches: &[usize]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "100")
+        .create()
+        .expect("producer");
+    let mut n = first;
+    for size in batches {
+        for _ in 0..*size {
+            let key = format!("k{n}");
+            producer
+                .send(BaseRecord::to(topic).partition(0).key(&key).payload("v"))
+                .expect("queued");
+            n += 1;
+        }
+        producer.flush(Duration::from_secs(30)).expect("acknowledged");
+    }
+}
+
+/// Open a reader on `topic`, write two more records, then read to the end.
+fn read_while_writing(brokers: &str, topic: &str, already: usize) -> (Vec<String>, Vec<(i32, EndedBy)>, Duration) {
+    // Past the millisecond the records above were written in.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    let started = Instant::now();
+    let mut reader = TopicReader::open(
+        &config,
+        topic,
+        ReadTimeouts {
+            request: Duration::from_secs(10),
+            idle: Duration::from_secs(10),
+        },
+    )
+    .expect("reader opens");
+    produce_batches(brokers, topic, already, &[1, 1]);
+    let keys = reader
+        .by_ref()
+        .map(|record| String::from_utf8(record.expect("a record").key.unwrap()).unwrap())
+        .collect();
+    (keys, reader.ended_by(), started.elapsed())
+}
+
+#[test]
+fn the_topic_reader_stops_where_each_partition_ended_when_it_opened() {
+    let expected: Vec<String> = (0..5).map(|n| format!("k{n}")).collect();
+
+    // Exact watermarks: the records written before opening, no more.
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("t", 2, 1).expect("mock topic");
+    produce_batches(&cluster.bootstrap_servers(), "t", 0, &[1, 3, 1]);
+    let (keys, ended_by, took) = read_while_writing(&cluster.bootstrap_servers(), "t", 5);
+    assert_eq!(keys, expected);
+    // Ended by the first later record, or by end-of-partition when the
+    // reader caught up before the later records landed.
+    assert!(
+        [(0, EndedBy::WrittenAfterStart), (0, EndedBy::EndOfPartition)].contains(&ended_by[0]),
+        "{ended_by:?}"
+    );
+    assert_eq!(ended_by[1], (1, EndedBy::EndOfPartition), "the empty partition");
+    assert!(took < Duration::from_secs(8), "no idle timeout: {took:?}");
+
+    // tansu reports the last batch's base offset + 1 as the high watermark
+    // (here 2, of 5): the records past it written before opening still count.
+    let broker = Broker::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &["t"], 2);
+    produce_batches(&brokers, "t", 0, &[1, 1, 3]);
+    let (keys, ended_by, took) = read_while_writing(&brokers, "t", 5);
+    assert_eq!(keys, expected);
+    assert_eq!(ended_by[1], (1, EndedBy::EndOfPartition));
+    assert!(took < Duration::from_secs(8), "no idle timeout: {took:?}");
+}
