@@ -1,5 +1,6 @@
 //! Riding out broker trouble without a restart: tansu stopped and started
-//! again under a running stage, and a consumer that reports nothing but
+//! again under a running stage (with SQLite storage, so it comes back with
+//! its data, as a Kafka broker does), and a consumer that reports nothing but
 //! errors being replaced by a new one (on the mock cluster, where the
 //! broker can be taken down and brought back in place).
 
@@ -60,7 +61,8 @@ fn stats_when(address: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> 
 fn a_stage_survives_its_broker_stopping_and_starting_again() {
     let port = free_port();
     let brokers = format!("127.0.0.1:{port}");
-    let broker = Broker::start_on(port);
+    let data = tempfile::TempDir::new().expect("broker data directory");
+    let broker = Broker::start_keeping_data(port, data.path());
     create_topics(&brokers, &TOPICS, 2);
     let status_port = free_port();
     let address = format!("127.0.0.1:{status_port}");
@@ -78,8 +80,7 @@ fn a_stage_survives_its_broker_stopping_and_starting_again() {
     );
     wait_for_status(&address, "/readyz", 200, Duration::from_secs(30));
 
-    // The broker goes away; tansu keeps everything in memory, so the one
-    // that comes back is empty: topics, records, the group, all gone.
+    // The broker goes away for a while, then comes back with its data.
     drop(broker);
     std::thread::sleep(Duration::from_secs(5));
     assert!(
@@ -96,17 +97,25 @@ fn a_stage_survives_its_broker_stopping_and_starting_again() {
         "the outage is counted: {outage:#}"
     );
 
-    let _broker = Broker::start_on(port);
-    create_topics(&brokers, &TOPICS, 2);
+    let _broker = Broker::start_keeping_data(port, data.path());
     produce(&brokers, "in", &inputs("after", 100));
-    let after = read_topic(&brokers, "out", 100, LIMIT, Duration::from_secs(2));
+    let outputs = read_topic(&brokers, "out", 200, LIMIT, Duration::from_secs(2));
+    let mut wanted = expected("before", 100);
+    wanted.extend(expected("after", 100));
+    wanted.sort();
     assert_eq!(
-        outputs_by_key(&after),
-        expected("after", 100),
-        "every message produced after the restart has exactly one output; log:\n{}",
+        outputs_by_key(&outputs),
+        wanted,
+        "every message has exactly one output across the restart; log:\n{}",
         process.log()
     );
     wait_for_status(&address, "/readyz", 200, Duration::from_secs(60));
+    let stats = stats_when(&address, Duration::from_secs(10), |stats| stats["processed"] == 200);
+    assert_eq!(stats["processed"], 200, "{stats:#}");
+    assert_eq!(
+        stats["consumer_recreations"], 0,
+        "brokers being away is not a broken consumer"
+    );
     assert!(process.wait(Duration::ZERO).is_none(), "never restarted");
     assert!(read_topic(&brokers, "dlq", 0, Duration::from_secs(1), Duration::ZERO).is_empty());
 }

@@ -2,7 +2,7 @@
 //! for a test and killed when the test ends, pass or fail.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,24 @@ impl Broker {
         Broker::start_with(free_port(), &["--authentication"])
     }
 
+    /// Start a broker on `port` keeping its data in an SQLite file in
+    /// `dir`, so it can be stopped (dropped) and started again with its
+    /// topics, records and the groups' offsets intact, as a Kafka broker
+    /// restart keeps them. Much slower than the in-memory storage: only for
+    /// tests of a restart.
+    pub fn start_keeping_data(port: u16, dir: &Path) -> Broker {
+        Broker::start_in(port, &["--storage-engine", "sqlite://tansu.db"], Some(dir))
+    }
+
     fn start_with(port: u16, extra_args: &[&str]) -> Broker {
+        let mut args = vec!["--storage-engine", "memory://tansu/"];
+        args.extend_from_slice(extra_args);
+        Broker::start_in(port, &args, None)
+    }
+
+    /// `args` after the listener's; `dir` is the working directory (where
+    /// SQLite storage puts its file).
+    fn start_in(port: u16, args: &[&str], dir: Option<&Path>) -> Broker {
         let address = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(tansu_binary());
         command
@@ -43,11 +60,13 @@ impl Broker {
                 "--advertised-listener-url",
                 &address,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .args(extra_args)
+            .args(args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         kill_with_parent(&mut command);
         let child = command.spawn().expect("tansu starts (install it with scripts/setup)");
         let broker = Broker { child, port };
