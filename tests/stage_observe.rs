@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use serde_json::Value;
 use sluice::pipeline::Stage;
 use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 use sluice_tests::broker::{Broker, free_port};
-use sluice_tests::http::{get, wait_for_status};
+use sluice_tests::http::{get, stats_when, wait_for_status};
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic};
 use sluice_tests::stage::StageFile;
 use sluice_tests::{file_sha256, rust_plugin};
@@ -21,21 +21,6 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 fn observe_on(port: u16) -> String {
     format!("[observe]\nhttp_listen = \"127.0.0.1:{port}\"\n")
-}
-
-/// Scrape `/stats` until `done` says the numbers are final.
-fn stats_when(address: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let (status, body) = get(address, "/stats");
-        assert_eq!(status, 200, "{body}");
-        let stats: Value = serde_json::from_str(&body).expect("/stats is JSON");
-        if done(&stats) {
-            return stats;
-        }
-        assert!(started.elapsed() < limit, "/stats never got there: {stats:#}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// The value of the metric line starting with `series` (name and labels).

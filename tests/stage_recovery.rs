@@ -6,15 +6,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use serde_json::Value;
 use sluice::pipeline::Stage;
 use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 use sluice_tests::broker::{Broker, free_port};
-use sluice_tests::http::{get, wait_for_status};
+use sluice_tests::http::{get, stats_when, wait_for_status};
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic};
 use sluice_tests::stage::StageFile;
 
@@ -42,19 +41,6 @@ fn expected(prefix: &str, count: i32) -> Vec<(String, String)> {
         .collect();
     pairs.sort();
     pairs
-}
-
-/// /stats once `done` holds for it (or the limit passes).
-fn stats_when(address: &str, limit: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let (_, body) = get(address, "/stats");
-        let stats: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        if done(&stats) || started.elapsed() >= limit {
-            return stats;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

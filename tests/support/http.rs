@@ -59,3 +59,19 @@ fn dechunk(mut body: &str) -> String {
     }
     text
 }
+
+/// Scrape `/stats` until `done` says the numbers are final (or panic,
+/// showing the last numbers, after `limit`).
+pub fn stats_when(address: &str, limit: Duration, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = get(address, "/stats");
+        assert_eq!(status, 200, "{body}");
+        let stats: serde_json::Value = serde_json::from_str(&body).expect("/stats is JSON");
+        if done(&stats) {
+            return stats;
+        }
+        assert!(started.elapsed() < limit, "/stats never got there: {stats:#}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

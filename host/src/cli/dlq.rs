@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::dlq_listing;
 use crate::config::{self, StageConfig};
 use crate::dlq::{
     self, DeadLetterOffset, DeadLetterRecord, DeadLetters, DoneMarks, PlannedReplay, ReplayPlanner, Selection,
@@ -190,9 +191,9 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     let reading = args.choice.read(&config, &kafka, |record| {
         if args.json {
-            writeln!(stdout, "{}", dlq::json_entry(&record))?;
+            writeln!(stdout, "{}", dlq_listing::json_entry(&record))?;
         } else {
-            writeln!(stdout, "{}", dlq::text_entry(&record))?;
+            writeln!(stdout, "{}", dlq_listing::text_entry(&record))?;
         }
         stdout.flush()?;
         Ok(())

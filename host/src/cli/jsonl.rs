@@ -157,8 +157,9 @@ fn output_object(output: &Output) -> Value {
 }
 
 /// Text when the bytes are UTF-8, else base64 under `<name>_base64`;
-/// `null` when absent.
-fn insert_bytes(object: &mut Map<String, Value>, name: &str, bytes: Option<&[u8]>) {
+/// `null` when absent. Shared by every JSON sluice prints with record bytes
+/// in it (`sluice test`, `sluice dlq inspect --json`).
+pub(crate) fn insert_bytes(object: &mut Map<String, Value>, name: &str, bytes: Option<&[u8]>) {
     match bytes.map(std::str::from_utf8) {
         None => object.insert(name.into(), Value::Null),
         Some(Ok(text)) => object.insert(name.into(), text.into()),

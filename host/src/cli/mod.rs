@@ -4,6 +4,7 @@ mod check;
 mod diagnose;
 mod diagnose_text;
 mod dlq;
+mod dlq_listing;
 mod jsonl;
 mod run_stage;
 mod test_plugin;

@@ -1,13 +1,12 @@
 //! Dead letters after the fact: reading a stage's dead-letter topic while
-//! the stage runs, choosing records, showing them, and putting them back
-//! through the stage once its plugin is fixed (`sluice dlq`).
+//! the stage runs, choosing records, and putting them back through the
+//! stage once its plugin is fixed (`sluice dlq`; showing them is the CLI's).
 //!
 //! Knows the pipeline's dead-letter headers and dedup keys, and uses
 //! `kafka` for reading and producing; `kafka` knows nothing of this.
 
 mod dead_letter_record;
 mod error;
-mod listing;
 mod replay_plan;
 mod replayer;
 mod selection;
@@ -15,7 +14,6 @@ mod stage_kafka;
 
 pub use dead_letter_record::{DeadLetterOffset, DeadLetterRecord};
 pub use error::DlqError;
-pub use listing::{json_entry, text_entry};
 pub use replay_plan::{PlannedReplay, REPLAYED_FROM_HEADER, ReplayPlanner, SkippedDeadLetter};
 pub use replayer::{DoneMarks, ReplayOutcome, replay};
 pub use selection::Selection;

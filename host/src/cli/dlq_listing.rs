@@ -4,11 +4,10 @@
 
 use std::fmt::Write;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value};
 
-use super::dead_letter_record::DeadLetterRecord;
+use super::jsonl::insert_bytes;
+use crate::dlq::DeadLetterRecord;
 
 /// Longest key, value, header or reason shown in text, in characters.
 const TEXT_LIMIT: usize = 120;
@@ -17,7 +16,7 @@ const HEX_LIMIT: usize = 16;
 
 /// A dead letter for a person to read: where it is, the message, and why
 /// it failed, one fact per line.
-pub fn text_entry(record: &DeadLetterRecord) -> String {
+pub(crate) fn text_entry(record: &DeadLetterRecord) -> String {
     let mut text = format!("{} {}", record.topic, record.at);
     if let Some(written) = record.timestamp_ms.and_then(rfc3339_millis) {
         let _ = write!(text, "  written {written}");
@@ -69,7 +68,7 @@ pub fn text_entry(record: &DeadLetterRecord) -> String {
 /// letter's own, in the conventions of `sluice test` (text, or base64 under
 /// `<name>_base64`); `dead_letter` holds the `sluice.*` headers, or is
 /// `null` with a `problem` when they are missing or malformed.
-pub fn json_entry(record: &DeadLetterRecord) -> Value {
+pub(crate) fn json_entry(record: &DeadLetterRecord) -> Value {
     let mut object = Map::new();
     object.insert("topic".into(), record.topic.clone().into());
     object.insert("partition".into(), record.at.partition.into());
@@ -163,19 +162,6 @@ fn reason_text(reason: &str) -> String {
 fn rfc3339_millis(timestamp_ms: i64) -> Option<String> {
     let since_epoch = std::time::Duration::from_millis(u64::try_from(timestamp_ms).ok()?);
     Some(humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + since_epoch).to_string())
-}
-
-/// Text when the bytes are UTF-8, else base64 under `<name>_base64`;
-/// `null` when absent.
-fn insert_bytes(object: &mut Map<String, Value>, name: &str, bytes: Option<&[u8]>) {
-    match bytes.map(std::str::from_utf8) {
-        None => object.insert(name.into(), Value::Null),
-        Some(Ok(text)) => object.insert(name.into(), text.into()),
-        Some(Err(_)) => object.insert(
-            format!("{name}_base64"),
-            BASE64.encode(bytes.unwrap_or_default()).into(),
-        ),
-    };
 }
 
 #[cfg(test)]
