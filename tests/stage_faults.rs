@@ -2,15 +2,12 @@
 //! injected: refused produce requests and a broker that goes away.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use sluice::pipeline::{Stage, StageSummary};
-use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 use sluice_tests::kafka::{Input, Record, produce, read_topic};
-use sluice_tests::stage::StageFile;
+use sluice_tests::stage::{InProcessStage, StageFile};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -23,19 +20,9 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
 }
 
 /// Run a stage in this process until `stop_after` messages are finished.
-fn run_stage(brokers: String, stop_after: u64) -> std::thread::JoinHandle<StageSummary> {
-    let file = StageFile::for_plugin(&brokers, "uppercase", "faults", ["in", "out", "dlq"], "");
-    std::thread::spawn(move || {
-        let config = sluice::config::load(&file.path).expect("stage file");
-        let runtime = PluginRuntime::new(Some(&file.dir.path().join("cache"))).expect("plugin runtime");
-        let plugin = runtime
-            .load_file(&config.plugin.path, PluginSettings::default())
-            .expect("plugin");
-        let tokio = tokio::runtime::Runtime::new().expect("tokio");
-        let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
-        let stage = Stage::new(config, slot, brokers).expect("stage");
-        tokio.block_on(stage.run(Some(stop_after))).expect("stage runs")
-    })
+fn run_stage(brokers: &str, stop_after: u64) -> InProcessStage {
+    StageFile::for_plugin(brokers, "uppercase", "faults", ["in", "out", "dlq"], "")
+        .run_in_process(brokers, Some(stop_after))
 }
 
 fn inputs(range: std::ops::Range<i32>) -> Vec<Input> {
@@ -58,7 +45,7 @@ fn transient_produce_errors_are_retried_and_nothing_is_lost_or_dead_lettered() {
     errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 4]);
     cluster.request_errors(RDKafkaApiKey::Produce, &errors);
 
-    let summary = run_stage(brokers.clone(), 200).join().expect("stage thread");
+    let summary = run_stage(&brokers, 200).join();
     let outputs = read_topic(&brokers, "out", 200, LIMIT, Duration::from_secs(1));
 
     assert_eq!(summary.finished, 200);
@@ -76,14 +63,14 @@ fn a_broker_outage_is_survived_without_restart() {
     let cluster = cluster();
     let brokers = cluster.bootstrap_servers();
     produce(&brokers, "in", &inputs(0..100));
-    let stage = run_stage(brokers.clone(), 200);
+    let stage = run_stage(&brokers, 200);
     assert_eq!(read_topic(&brokers, "out", 100, LIMIT, Duration::ZERO).len(), 100);
 
     cluster.broker_down(1).expect("broker down");
     std::thread::sleep(Duration::from_secs(3));
     cluster.broker_up(1).expect("broker up");
     produce(&brokers, "in", &inputs(100..200));
-    let summary = stage.join().expect("stage thread");
+    let summary = stage.join();
     let outputs = read_topic(&brokers, "out", 200, LIMIT, Duration::from_secs(1));
 
     assert_eq!(summary.finished, 200);

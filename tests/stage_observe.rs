@@ -3,13 +3,10 @@
 //! across two chained stages.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use serde_json::Value;
-use sluice::pipeline::Stage;
-use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 use sluice_tests::broker::{Broker, free_port};
 use sluice_tests::http::{get, stats_when, wait_for_status};
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic};
@@ -116,16 +113,7 @@ fn consumer_lag_per_partition_on_the_mock_cluster() {
         observe_on(port)
     );
     let file = StageFile::for_plugin(&brokers, "mirror", "lag", ["in", "out", "dlq"], &extra);
-    let config = sluice::config::load(&file.path).expect("stage file");
-    let runtime = PluginRuntime::new(Some(&file.dir.path().join("cache"))).expect("plugin runtime");
-    let plugin = runtime
-        .load_file(&config.plugin.path, PluginSettings::default())
-        .expect("plugin");
-    let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
-    let stage = Stage::new(config, slot, brokers.clone()).expect("stage");
-    let shutdown = stage.shutdown_flag();
-    let tokio = tokio::runtime::Runtime::new().expect("tokio");
-    let running = std::thread::spawn(move || tokio.block_on(stage.run(None)).expect("stage runs"));
+    let stage = file.run_in_process(&brokers, None);
 
     wait_for_status(&address, "/healthz", 200, Duration::from_secs(30));
     // librdkafka reports offsets every 5 s.
@@ -155,8 +143,7 @@ fn consumer_lag_per_partition_on_the_mock_cluster() {
         "a retrying partition is still a ready stage"
     );
 
-    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
-    running.join().expect("the stage stops");
+    stage.stop();
 }
 
 fn trace_header(record: &Record) -> (String, String) {

@@ -4,14 +4,10 @@
 //! errors being replaced by a new one (on the mock cluster, where the
 //! broker can be taken down and brought back in place).
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use sluice::pipeline::Stage;
-use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 use sluice_tests::broker::{Broker, free_port};
 use sluice_tests::http::{get, stats_when, wait_for_status};
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic};
@@ -123,16 +119,7 @@ fn a_consumer_stuck_in_errors_is_replaced_and_nothing_is_lost() {
          [observe]\nhttp_listen = \"{address}\"\n"
     );
     let file = StageFile::for_plugin(&brokers, "uppercase", "recreate", TOPICS, &extra);
-    let config = sluice::config::load(&file.path).expect("stage file");
-    let runtime = PluginRuntime::new(Some(&file.dir.path().join("cache"))).expect("plugin runtime");
-    let plugin = runtime
-        .load_file(&config.plugin.path, PluginSettings::default())
-        .expect("plugin");
-    let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
-    let stage = Stage::new(config, slot, brokers.clone()).expect("stage");
-    let shutdown = stage.shutdown_flag();
-    let tokio = tokio::runtime::Runtime::new().expect("tokio");
-    let running = std::thread::spawn(move || tokio.block_on(stage.run(None)).expect("stage runs"));
+    let stage = file.run_in_process(&brokers, None);
 
     let first = read_topic(&brokers, "out", 100, LIMIT, Duration::ZERO);
     assert_eq!(outputs_by_key(&first), expected("first", 100));
@@ -176,6 +163,5 @@ fn a_consumer_stuck_in_errors_is_replaced_and_nothing_is_lost() {
     );
     assert_eq!(get(&address, "/readyz").0, 200, "ready again with the new consumer");
 
-    shutdown.store(true, Ordering::Relaxed);
-    running.join().expect("the stage stops");
+    stage.stop();
 }

@@ -2,7 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use sluice::pipeline::{Stage, StageSummary};
+use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 
 use tempfile::TempDir;
 
@@ -122,12 +128,54 @@ impl StageFile {
         }
     }
 
+    /// Run the stage inside this test process (so a mock cluster created
+    /// here can be faulted under it), on a thread of its own, until
+    /// `stop_after` messages are finished or [`InProcessStage::stop`].
+    /// The file (and its plugin cache) lives as long as the stage.
+    pub fn run_in_process(self, bootstrap_servers: &str, stop_after: Option<u64>) -> InProcessStage {
+        let config = sluice::config::load(&self.path).expect("stage file");
+        let plugin_runtime = PluginRuntime::new(Some(&self.cache_dir)).expect("plugin runtime");
+        let plugin = plugin_runtime
+            .load_file(&config.plugin.path, PluginSettings::default())
+            .expect("plugin");
+        let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
+        let stage = Stage::new(config, slot, bootstrap_servers.to_owned()).expect("stage");
+        let shutdown = stage.shutdown_flag();
+        let tokio = tokio::runtime::Runtime::new().expect("tokio");
+        let thread = std::thread::spawn(move || {
+            // Kept alive while the stage runs: it drives call deadlines.
+            let _plugin_runtime = plugin_runtime;
+            let _file = self;
+            tokio.block_on(stage.run(stop_after)).expect("stage runs")
+        });
+        InProcessStage { shutdown, thread }
+    }
+
     /// Run `sluice run` to completion with a time limit; returns exit status
     /// and everything it printed.
     pub fn run_to_exit(&self, limit: Duration) -> (ExitStatus, String) {
         let mut process = self.start("run.log");
         let status = process.wait(limit).expect("sluice exits in time");
         (status, process.log())
+    }
+}
+
+/// A stage running on a thread of the test process.
+pub struct InProcessStage {
+    shutdown: Arc<AtomicBool>,
+    thread: JoinHandle<StageSummary>,
+}
+
+impl InProcessStage {
+    /// Wait for the stage to stop by itself (its `stop_after`).
+    pub fn join(self) -> StageSummary {
+        self.thread.join().expect("stage thread")
+    }
+
+    /// Stop the stage as a signal would, and wait for it.
+    pub fn stop(self) -> StageSummary {
+        self.shutdown.store(true, Ordering::Relaxed);
+        self.join()
     }
 }
 
