@@ -168,6 +168,16 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     }
 
     at_least("kafka.recovery.error_gap_seconds", kafka.recovery.error_gap_seconds, 1)?;
+    at_least(
+        "kafka.recovery.max_recreations",
+        u64::from(kafka.recovery.max_recreations),
+        1,
+    )?;
+    at_least(
+        "kafka.recovery.recreation_window_seconds",
+        kafka.recovery.recreation_window_seconds,
+        1,
+    )?;
 
     let observe = &config.observe;
     if observe.stuck_after_seconds.saturating_mul(1000) <= stage.drain_timeout_ms {

@@ -166,6 +166,11 @@ pub struct ConsumerRecoverySection {
     /// An error more than this many seconds after the previous one starts
     /// a new run, so rare errors never add up.
     pub error_gap_seconds: u64,
+    /// Recreations allowed within `recreation_window_seconds`; each waits
+    /// twice as long as the one before (1 s, 2 s, 4 s ... up to 60 s), and
+    /// one more ends the stage with a non-zero exit and the cause.
+    pub max_recreations: u32,
+    pub recreation_window_seconds: u64,
 }
 
 impl Default for ConsumerRecoverySection {
@@ -173,6 +178,8 @@ impl Default for ConsumerRecoverySection {
         ConsumerRecoverySection {
             recreate_after_errors: 20,
             error_gap_seconds: 60,
+            max_recreations: 5,
+            recreation_window_seconds: 600,
         }
     }
 }

@@ -13,6 +13,7 @@ mod client_files;
 mod cluster_inspector;
 mod cluster_report;
 mod consumer;
+mod delivery_error;
 mod embedded;
 mod member_assignment;
 mod partition_feed;
@@ -30,10 +31,11 @@ pub use cluster_report::{
     PartitionWatermarks, TopicReport,
 };
 pub use consumer::{ConsumerErrorKind, ConsumerStatistics, PartitionOffsets, RebalanceListener, SourceConsumer};
+pub use delivery_error::{DeliveryError, DeliveryFailureKind, FailedDelivery};
 pub use embedded::EmbeddedCluster;
 pub use member_assignment::{AssignedTopic, AssignmentError, decode_member_assignment};
 pub use partition_feed::PartitionFeed;
-pub use producer::{DeliveryError, PendingDelivery, SinkProducer};
+pub use producer::{FatalCheck, PendingDelivery, SinkProducer};
 pub use record::{ConsumedRecord, OutgoingRecord, TopicPartition};
 pub use topic_reader::{EndedBy, ReadTimeouts, TopicReadError, TopicReader};
 pub use topics::{TopicError, ensure_topics};

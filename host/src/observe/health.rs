@@ -1,6 +1,7 @@
 //! What the process knows about its own health: written by startup and the
 //! consumer thread, read by `/healthz`, `/readyz` and `/stats`.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -27,6 +28,14 @@ pub struct Health {
     connection_errors: AtomicU64,
     consumer_recreations: AtomicU64,
     startup: Mutex<Vec<StartupStep>>,
+    /// Partitions holding still because their dead letters cannot be
+    /// written, with why: not ready until they move again.
+    blocked_partitions: Mutex<BTreeMap<String, String>>,
+    /// Partitions whose worker ended without being told to, with the
+    /// cause: not alive until the workers are replaced.
+    failed_workers: Mutex<BTreeMap<String, String>>,
+    /// Why the stage is stopping on its own, once it is.
+    fault: Mutex<Option<String>>,
 }
 
 /// One startup step as `/stats` shows it.
@@ -55,6 +64,9 @@ impl Health {
             connection_errors: AtomicU64::new(0),
             consumer_recreations: AtomicU64::new(0),
             startup: Mutex::default(),
+            blocked_partitions: Mutex::default(),
+            failed_workers: Mutex::default(),
+            fault: Mutex::default(),
         }
     }
 
@@ -123,6 +135,33 @@ impl Health {
         metrics::counter!(super::metrics::CONSUMER_RECREATIONS).increment(1);
     }
 
+    /// A partition cannot move (its dead letters cannot be written).
+    pub fn partition_blocked(&self, partition: &str, reason: &str) {
+        lock(&self.blocked_partitions).insert(partition.to_owned(), reason.to_owned());
+    }
+
+    /// A blocked partition moves again (or is no longer this member's).
+    pub fn partition_unblocked(&self, partition: &str) {
+        lock(&self.blocked_partitions).remove(partition);
+    }
+
+    /// A partition's worker ended without being told to stop.
+    pub fn worker_failed(&self, partition: &str, cause: &str) {
+        lock(&self.failed_workers).insert(partition.to_owned(), cause.to_owned());
+        metrics::counter!(super::metrics::WORKER_FAILURES).increment(1);
+    }
+
+    /// Every worker was replaced (the consumer was recreated).
+    pub fn workers_replaced(&self) {
+        lock(&self.failed_workers).clear();
+        lock(&self.blocked_partitions).clear();
+    }
+
+    /// The stage is stopping on its own because of `reason`.
+    pub fn stage_failed(&self, reason: &str) {
+        lock(&self.fault).get_or_insert_with(|| reason.to_owned());
+    }
+
     pub fn consumer_recreations(&self) -> u64 {
         self.consumer_recreations.load(Ordering::Relaxed)
     }
@@ -141,6 +180,18 @@ impl Health {
 
     /// `Err` says why the process should be restarted.
     pub fn liveness(&self) -> Result<(), String> {
+        if let Some(fault) = lock(&self.fault).as_ref() {
+            return Err(format!("the stage is stopping: {fault}"));
+        }
+        let failed = lock(&self.failed_workers);
+        if !failed.is_empty() {
+            return Err(failed
+                .iter()
+                .map(|(partition, cause)| format!("the worker of {partition} failed: {cause}"))
+                .collect::<Vec<_>>()
+                .join("; "));
+        }
+        drop(failed);
         let last = self.last_poll_ms.load(Ordering::Relaxed);
         if last == u64::MAX {
             return Ok(());
@@ -171,12 +222,25 @@ impl Health {
         if self.assigned_partitions.load(Ordering::Relaxed) == 0 {
             missing.push("no partitions are assigned to this member");
         }
+        let mut missing: Vec<String> = missing.into_iter().map(str::to_owned).collect();
+        if let Err(dead) = self.liveness() {
+            missing.push(dead);
+        }
+        missing.extend(
+            lock(&self.blocked_partitions)
+                .iter()
+                .map(|(partition, reason)| format!("{partition} is blocked: {reason}")),
+        );
         if missing.is_empty() {
             Ok(())
         } else {
             Err(missing.join("; "))
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -212,5 +276,37 @@ mod tests {
         assert!(health.liveness().unwrap_err().contains("last polled"));
         health.stopped_consuming();
         assert_eq!(health.liveness(), Ok(()));
+    }
+
+    #[test]
+    fn failed_workers_and_blocked_partitions_are_named() {
+        let health = Health::new(Duration::from_secs(30));
+        health.set_plugin_loaded();
+        health.polled();
+        health.set_connected(true);
+        health.set_assigned_partitions(2);
+        health.partition_blocked("in/1", "the dead-letter topic dlq cannot be written: denied");
+        assert_eq!(health.liveness(), Ok(()), "blocked is not dead");
+        assert_eq!(
+            health.readiness().unwrap_err(),
+            "in/1 is blocked: the dead-letter topic dlq cannot be written: denied"
+        );
+        health.partition_unblocked("in/1");
+        assert_eq!(health.readiness(), Ok(()));
+
+        health.worker_failed("in/0", "panicked: boom");
+        assert_eq!(
+            health.liveness().unwrap_err(),
+            "the worker of in/0 failed: panicked: boom"
+        );
+        assert!(health.readiness().unwrap_err().contains("in/0"));
+        health.workers_replaced();
+        assert_eq!(health.liveness(), Ok(()));
+
+        health.stage_failed("fatal producer error");
+        assert_eq!(
+            health.liveness().unwrap_err(),
+            "the stage is stopping: fatal producer error"
+        );
     }
 }

@@ -31,6 +31,8 @@ pub const INIT_ATTEMPTS: &str = "sluice_init_attempts_total";
 pub const CONNECTION_ERRORS: &str = "sluice_connection_errors_total";
 /// Consumers replaced after a run of persistent errors.
 pub const CONSUMER_RECREATIONS: &str = "sluice_consumer_recreations_total";
+/// Partition workers that ended without being told to (a panic).
+pub const WORKER_FAILURES: &str = "sluice_worker_failures_total";
 
 /// Latency buckets in seconds: from a fast Rust call (well under a
 /// millisecond) to a message that waited out retries.
@@ -83,6 +85,10 @@ fn describe() {
     describe_counter!(
         CONSUMER_RECREATIONS,
         "Consumers closed and created afresh after persistent errors"
+    );
+    describe_counter!(
+        WORKER_FAILURES,
+        "Partition workers that ended without being told to stop"
     );
     describe_histogram!(PLUGIN_CALL_SECONDS, Unit::Seconds, "Duration of one plugin call");
     describe_histogram!(

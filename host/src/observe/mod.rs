@@ -9,6 +9,7 @@
 mod health;
 mod http;
 mod latency;
+mod log_throttle;
 mod logging;
 pub mod metrics;
 mod partition_sizing;
@@ -18,6 +19,7 @@ mod trace_context;
 pub use health::{Health, StartupStep};
 pub use http::{StatusServer, StatusSource};
 pub use latency::{LatencyHistogram, LatencySummary};
+pub use log_throttle::LogThrottle;
 pub use logging::{LogFormat, init_logging};
 pub use partition_sizing::{PartitionSample, PartitionSizing, SampledOffsets, SizingOutcome, size_partitions};
 pub use partitions::{PartitionBoard, PartitionReport};

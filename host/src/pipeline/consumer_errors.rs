@@ -130,6 +130,7 @@ mod tests {
         ConsumerErrors::new(&ConsumerRecoverySection {
             recreate_after_errors,
             error_gap_seconds,
+            ..ConsumerRecoverySection::default()
         })
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::counters::StageCounters;
 use super::partition_worker::{WorkerContext, WorkerHandle, spawn_worker};
+use super::recreation_budget::{Recreation, RecreationBudget};
 use crate::kafka::{
     ConsumedRecord, ConsumerErrorKind, ConsumerStatistics, KafkaError, PartitionFeed, RebalanceListener,
     SourceConsumer, TopicPartition,
@@ -31,6 +32,8 @@ pub(crate) struct WorkerRegistry {
 struct PartitionEntry {
     worker: WorkerHandle,
     last_committed: Option<i64>,
+    /// The worker failed and the consumer loop knows.
+    failure_reported: bool,
 }
 
 impl WorkerRegistry {
@@ -89,8 +92,12 @@ impl WorkerRegistry {
         }
     }
 
-    /// Stop these partitions' workers, letting in-flight work finish within
-    /// the drain timeout, and return their final committable offsets.
+    /// Stop these partitions' workers together, letting in-flight work
+    /// finish within one shared grace period (the drain timeout plus a
+    /// dedup store call), and return their final committable offsets.
+    /// Workers still running after it are aborted: their unfinished
+    /// messages stay uncommitted, and nothing of theirs is produced later
+    /// for a partition this member may no longer own.
     fn stop_workers(&self, partitions: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
         let entries: Vec<(TopicPartition, PartitionEntry)> = {
             let mut registered = self.lock();
@@ -102,23 +109,43 @@ impl WorkerRegistry {
         for (_, entry) in &entries {
             entry.worker.stop.cancel();
         }
-        let grace = self.context.drain_timeout + Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + self.context.stop_grace;
         let mut offsets = Vec::new();
-        for (partition, entry) in entries {
-            let task = entry.worker.task;
-            if self
-                .context
-                .runtime
-                .block_on(async move { tokio::time::timeout(grace, task).await })
-                .is_err()
-            {
-                tracing::warn!(%partition, "worker did not stop in time; its unfinished messages stay uncommitted");
+        let mut stragglers = Vec::new();
+        let mut entries = entries;
+        self.context.runtime.block_on(async {
+            for (partition, entry) in &mut entries {
+                if tokio::time::timeout_at(deadline, &mut entry.worker.task).await.is_err() {
+                    stragglers.push(partition.clone());
+                }
             }
+        });
+        for (partition, entry) in entries {
+            if stragglers.contains(&partition) {
+                entry.worker.task.abort();
+                tracing::warn!(%partition, grace = ?self.context.stop_grace, "worker did not stop in time and was aborted; its unfinished messages stay uncommitted");
+            }
+            self.context.health.partition_unblocked(&partition.to_string());
             if let Some(offset) = entry.worker.shared.committable() {
                 offsets.push((partition, offset));
             }
         }
         offsets
+    }
+
+    /// Workers that ended without being told to stop, with the cause, for
+    /// the consumer loop to report and recover from.
+    fn failed_workers(&self) -> Vec<(TopicPartition, String)> {
+        let mut partitions = self.lock();
+        partitions
+            .iter_mut()
+            .filter(|(_, entry)| !entry.failure_reported && entry.worker.task.is_finished())
+            .filter_map(|(partition, entry)| {
+                let cause = entry.worker.shared.failure()?;
+                entry.failure_reported = true;
+                Some((partition.clone(), cause))
+            })
+            .collect()
     }
 
     fn all_partitions(&self) -> Vec<TopicPartition> {
@@ -169,6 +196,7 @@ impl RebalanceListener for WorkerRegistry {
             let entry = PartitionEntry {
                 worker: spawn_worker(feed, self.context.clone()),
                 last_committed: None,
+                failure_reported: false,
             };
             registered.insert(partition, entry);
         }
@@ -200,31 +228,40 @@ pub(crate) struct ConsumerLoop {
     pub(crate) stop_when: StopWhen,
     pub(crate) commit_interval: Duration,
     pub(crate) counters: Arc<StageCounters>,
+    pub(crate) recreations: RecreationBudget,
 }
 
 impl ConsumerLoop {
     /// Serve the group and commit until `shutdown` is set (or `stop_when`
     /// says), then stop every worker, commit what they finished, and leave
-    /// the group. A consumer stuck in errors is replaced on the way.
-    pub(crate) fn run(self, mut consumer: SourceConsumer<WorkerRegistry>) -> Result<(), String> {
-        let registry = &self.registry;
+    /// the group. A consumer stuck in errors, or one whose worker failed,
+    /// is replaced on the way, within the recreation budget. `Err` says
+    /// why the stage stopped on its own.
+    pub(crate) fn run(mut self, mut consumer: SourceConsumer<WorkerRegistry>) -> Result<(), String> {
+        let registry = self.registry.clone();
         let mut last_commit = Instant::now();
-        let mut failure = None;
         let health = registry.context.health.clone();
         let errors = registry.context.consumer_errors.clone();
-        while !self.shutdown.load(Ordering::Relaxed) {
+        let failure = loop {
+            if self.shutdown.load(Ordering::Relaxed) {
+                break None;
+            }
             health.polled();
             if let StopWhen::Finished(target) = self.stop_when
                 && self.counters.snapshot().finished >= target
             {
-                break;
+                break None;
+            }
+            if let Some(fault) = registry.context.fault.reason() {
+                health.stage_failed(fault);
+                break Some(fault.to_owned());
             }
             match consumer.poll(POLL_TIMEOUT.min(self.commit_interval)) {
                 Some(Ok(record)) => {
                     errors.healthy();
                     if let Err(error) = registry.hand_over(record) {
-                        failure = Some(error);
-                        break;
+                        // The worker is gone; the check below recovers it.
+                        tracing::debug!(%error, "record not handed over");
                     }
                 }
                 Some(Err(error)) => {
@@ -242,11 +279,26 @@ impl ConsumerLoop {
                 registry.commit(&consumer, false);
                 last_commit = Instant::now();
             }
-            if let Some(why) = errors.recreation_due() {
-                consumer = self.recreate(consumer, &why)?;
+            let mut why = errors.recreation_due();
+            let failed = registry.failed_workers();
+            for (partition, cause) in &failed {
+                tracing::error!(%partition, %cause, "partition worker failed; recreating the consumer to resume from the committed offset");
+                health.worker_failed(&partition.to_string(), cause);
+            }
+            if let Some((partition, cause)) = failed.first() {
+                why.get_or_insert_with(|| format!("the worker of {partition} failed: {cause}"));
+            }
+            if let Some(why) = why {
+                match self.recreate(consumer, &why) {
+                    Ok(new) => consumer = new,
+                    Err(error) => {
+                        health.stage_failed(&error);
+                        return Err(error);
+                    }
+                }
                 last_commit = Instant::now();
             }
-        }
+        };
 
         health.stopped_consuming();
         tracing::info!("stopping: finishing in-flight messages");
@@ -257,21 +309,38 @@ impl ConsumerLoop {
         }
     }
 
-    /// Replace a consumer that librdkafka cannot bring back: finish (or
-    /// abandon, uncommitted) the partitions' work, leave the group, and
-    /// subscribe a new consumer, which is assigned partitions afresh.
+    /// Replace a consumer that librdkafka cannot bring back (or whose
+    /// worker failed): finish (or abandon, uncommitted) the partitions'
+    /// work, leave the group, wait out the recreation backoff, and
+    /// subscribe a new consumer, which is assigned partitions afresh and
+    /// resumes from the committed offsets. `Err` once the budget is spent.
     fn recreate(
-        &self,
+        &mut self,
         consumer: SourceConsumer<WorkerRegistry>,
         why: &str,
     ) -> Result<SourceConsumer<WorkerRegistry>, String> {
-        tracing::warn!(reason = why, "recreating the consumer");
-        let context = &self.registry.context;
+        let context = self.registry.context.clone();
+        let wait = match self.recreations.request(why) {
+            Recreation::After(wait) => wait,
+            Recreation::GiveUp(cause) => {
+                tracing::error!(%cause, "giving up on the consumer");
+                self.retire(consumer);
+                return Err(cause);
+            }
+        };
+        tracing::warn!(reason = why, ?wait, "recreating the consumer");
         self.retire(consumer);
         context.consumer_errors.reset();
         context.health.set_assigned_partitions(0);
+        let resume_at = Instant::now() + wait;
+        while Instant::now() < resume_at && !self.shutdown.load(Ordering::Relaxed) {
+            // Waiting on purpose is not being stuck.
+            context.health.polled();
+            std::thread::sleep(POLL_TIMEOUT);
+        }
         let consumer = (self.subscribe)()
             .map_err(|error| format!("cannot create a new consumer after persistent errors: {error}"))?;
+        context.health.workers_replaced();
         context.health.consumer_recreated();
         tracing::info!("new consumer subscribed; waiting for partitions");
         Ok(consumer)

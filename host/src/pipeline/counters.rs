@@ -94,6 +94,7 @@ impl StageCounters {
             FailureKind::Deadline => "deadline",
             FailureKind::MemoryLimit => "memory_limit",
             FailureKind::ContractViolation => "contract_violation",
+            FailureKind::HostPanic => "host_panic",
         };
         counter!(FAILED_ATTEMPTS, "kind" => kind).increment(1);
     }

@@ -34,6 +34,14 @@ impl DeadLetterHeaders {
     pub const PLUGIN_NAME: &'static str = "sluice.plugin.name";
     pub const PLUGIN_VERSION: &'static str = "sluice.plugin.version";
     pub const FAILED_AT: &'static str = "sluice.failed-at";
+    /// On a dead letter shrunk to fit the broker's size limit: what it
+    /// leaves out, comma-separated, from `value`, `headers`, `key`.
+    pub const OMITTED: &'static str = "sluice.omitted";
+    /// The sizes in bytes of what [`DeadLetterHeaders::OMITTED`] names, as
+    /// decimal text; the headers' size counts names and values.
+    pub const ORIGINAL_VALUE_SIZE: &'static str = "sluice.original-value-size";
+    pub const ORIGINAL_HEADERS_SIZE: &'static str = "sluice.original-headers-size";
+    pub const ORIGINAL_KEY_SIZE: &'static str = "sluice.original-key-size";
 
     /// The headers as (name, value) pairs, all values UTF-8 text. The source
     /// timestamp header is left out when the source record had none;
@@ -119,6 +127,10 @@ impl DeadLetterHeaders {
             Self::PLUGIN_NAME,
             Self::PLUGIN_VERSION,
             Self::FAILED_AT,
+            Self::OMITTED,
+            Self::ORIGINAL_VALUE_SIZE,
+            Self::ORIGINAL_HEADERS_SIZE,
+            Self::ORIGINAL_KEY_SIZE,
         ]
         .contains(&name)
     }

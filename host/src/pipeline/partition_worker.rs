@@ -1,9 +1,18 @@
-//! One partition's worker: takes its messages in order, asks the plugin,
-//! carries out each verdict, and reports how far the partition is finished.
+//! One partition's worker: the driver that carries out what
+//! [`next_step`](super::next_step) decides. It takes its partition's
+//! messages in order, asks the plugin, produces outputs or dead letters,
+//! waits out retries and failed deliveries in place, and reports how far
+//! the partition is finished.
+//!
+//! Every wait in here is stop-aware: the plugin call, the producer's full
+//! queue, a retry's backoff, the dedup store. Told to stop, the worker
+//! gives up what it has not finished (it stays uncommitted, to be consumed
+//! again) and drains acknowledgements already under way.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -12,6 +21,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,14 +29,25 @@ use super::consumer_errors::ConsumerErrors;
 use super::counters::StageCounters;
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen};
+use super::fault_injection::FaultInjection;
+use super::next_step::{
+    AfterCall, AfterDeliveryFailure, Omission, RecordRole, after_delivery_failure, after_plugin_call,
+};
 use super::offset_tracker::OffsetTracker;
 use super::plugin_caller::{Called, PluginCaller};
-use super::record_headers::{dead_letter_headers, output_headers, trace_for};
+use super::record_headers::{dead_letter_record, output_headers, trace_for};
 use super::record_intake::RecordIntake;
 use super::retry_policy::RetryPolicy;
-use crate::kafka::{ConsumedRecord, DeliveryError, OutgoingRecord, PartitionFeed, SinkProducer, TopicPartition};
-use crate::observe::{Health, PartitionBoard};
-use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginSlot, Verdict};
+use super::supervision::{StageFault, panic_message};
+use crate::kafka::{
+    ConsumedRecord, DeliveryError, DeliveryFailureKind, FailedDelivery, OutgoingRecord, PartitionFeed, PendingDelivery,
+    SinkProducer, TopicPartition,
+};
+use crate::observe::{Health, LogThrottle, PartitionBoard, TraceParent};
+use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginSlot};
+
+/// How often a recurring warning of one partition may reach the log.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What every partition worker of a stage shares.
 pub(crate) struct WorkerContext {
@@ -37,6 +58,9 @@ pub(crate) struct WorkerContext {
     pub(crate) batch_size: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) drain_timeout: Duration,
+    /// How long stopping may take in all: the drain, plus a dedup store
+    /// call that may be under way when the stop comes.
+    pub(crate) stop_grace: Duration,
     pub(crate) producer: Arc<SinkProducer>,
     /// Bounds plugin calls running at once across partitions.
     pub(crate) plugin_calls: Arc<Semaphore>,
@@ -49,6 +73,9 @@ pub(crate) struct WorkerContext {
     pub(crate) partitions: Arc<PartitionBoard>,
     /// The consumer's current run of errors, fed by every worker's fetches.
     pub(crate) consumer_errors: Arc<ConsumerErrors>,
+    /// Set when the stage as a whole cannot go on.
+    pub(crate) fault: Arc<StageFault>,
+    pub(crate) fault_injection: Arc<FaultInjection>,
     pub(crate) runtime: Handle,
 }
 
@@ -57,9 +84,19 @@ pub(crate) struct WorkerContext {
 pub(crate) struct PartitionShared {
     /// Next offset to commit, or -1 before anything is finished.
     committable: AtomicI64,
+    /// Why the worker ended on its own (a panic), once it has.
+    failure: Mutex<Option<String>>,
 }
 
 impl PartitionShared {
+    /// Why the worker ended without being told to stop, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     pub(crate) fn committable(&self) -> Option<i64> {
         Some(self.committable.load(Ordering::Acquire)).filter(|offset| *offset >= 0)
     }
@@ -72,15 +109,19 @@ pub(crate) struct WorkerHandle {
     pub(crate) hand_over: mpsc::UnboundedSender<ConsumedRecord>,
     pub(crate) shared: Arc<PartitionShared>,
     pub(crate) stop: CancellationToken,
+    /// Ends when the worker stops, or fails (see [`PartitionShared::failure`]).
     pub(crate) task: JoinHandle<()>,
 }
 
-/// Start a worker for the feed's partition on the stage's runtime.
+/// Start a worker for the feed's partition on the stage's runtime. A panic
+/// inside it is caught and its message kept in [`PartitionShared`], for
+/// the consumer thread to report and recover from.
 pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> WorkerHandle {
     let partition = feed.partition().clone();
     let (intake, hand_over) = RecordIntake::new(feed, context.consumer_errors.clone());
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
+        failure: Mutex::default(),
     });
     let stop = CancellationToken::new();
     let dedup = context
@@ -89,6 +130,7 @@ pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> 
         .map(|dedup| DedupScreen::new(dedup, context.counters.clone(), partition.to_string()));
     let worker = PartitionWorker {
         dedup,
+        label: partition.to_string(),
         partition,
         plugin: PluginCaller::new(
             context.plugin.clone(),
@@ -100,10 +142,24 @@ pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> 
         backlog: VecDeque::new(),
         tracker: OffsetTracker::new(),
         in_flight: FuturesUnordered::new(),
+        held_retry: None,
+        redeliveries: Vec::new(),
+        blocked: false,
+        halted: false,
+        delivery_warnings: LogThrottle::new(WARNING_INTERVAL),
         shared: shared.clone(),
         stop: stop.clone(),
     };
-    let task = context.runtime.spawn(worker.run());
+    let outcome = shared.clone();
+    let task = context.runtime.spawn(async move {
+        let stopped = worker.stop.clone();
+        let cause = match AssertUnwindSafe(worker.run()).catch_unwind().await {
+            Err(panic) => format!("panicked: {}", panic_message(&*panic)),
+            Ok(()) if !stopped.is_cancelled() => "ended without being told to stop".to_owned(),
+            Ok(()) => return,
+        };
+        *outcome.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(cause);
+    });
     WorkerHandle {
         hand_over,
         shared,
@@ -115,24 +171,53 @@ pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> 
 /// The worker was told to stop while it had work it could not finish.
 struct Stopped;
 
-/// A message whose verdict is carried out, waiting for the broker.
-struct Delivered {
+/// A message whose verdict is being carried out.
+struct Delivery {
     message: Message,
     /// The version whose verdict this carries out.
     plugin: Plugin,
-    result: Result<(), DeliveryError>,
-    outcome: Outcome,
+    carrying: Carrying,
+    /// Delivery failures of this message so far.
+    failures: u32,
 }
 
-enum Outcome {
+/// What a message's delivery carries.
+enum Carrying {
     Outputs(u64),
     /// The plugin returned no outputs: nothing to wait for.
-    Filtered,
-    DeadLettered,
+    Nothing,
+    DeadLetter {
+        why: Box<DeadLetterHeaders>,
+        trace: TraceParent,
+        omission: Omission,
+    },
+}
+
+/// A delivery whose records are acknowledged, or some failed.
+struct Delivered {
+    delivery: Delivery,
+    failed: Vec<FailedDelivery>,
+}
+
+/// A message waiting out its backoff before the plugin sees it again.
+struct HeldRetry {
+    message: Message,
+    reason: String,
+    due: Instant,
+}
+
+/// Records waiting out their backoff before they are produced again.
+struct Redelivery {
+    delivery: Delivery,
+    /// The output records that failed; a dead letter is rebuilt instead.
+    records: Vec<OutgoingRecord>,
+    due: Instant,
 }
 
 struct PartitionWorker {
     partition: TopicPartition,
+    /// `topic/partition`, for logs and health.
+    label: String,
     context: Arc<WorkerContext>,
     plugin: PluginCaller,
     intake: RecordIntake,
@@ -141,6 +226,13 @@ struct PartitionWorker {
     tracker: OffsetTracker,
     dedup: Option<DedupScreen>,
     in_flight: FuturesUnordered<BoxFuture<'static, Delivered>>,
+    held_retry: Option<HeldRetry>,
+    redeliveries: Vec<Redelivery>,
+    /// The partition's dead letters cannot be written: health says so.
+    blocked: bool,
+    /// The stage is stopping on a fault: take nothing more.
+    halted: bool,
+    delivery_warnings: LogThrottle,
     shared: Arc<PartitionShared>,
     stop: CancellationToken,
 }
@@ -150,14 +242,16 @@ impl PartitionWorker {
         let batch_size = self.context.batch_size;
         let mut received = Vec::with_capacity(batch_size);
         loop {
-            if !self.backlog.is_empty() {
+            if self.may_call_plugin() && !self.backlog.is_empty() {
                 let count = batch_size.min(self.backlog.len());
                 let messages: Vec<Message> = self.backlog.drain(..count).collect();
-                if self.process(messages).await.is_err() {
+                if self.handle(messages).await.is_err() {
                     break;
                 }
                 continue;
             }
+            let wake_at = self.next_wake();
+            let may_take = self.may_call_plugin() && self.in_flight.len() < self.context.max_in_flight;
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
@@ -170,8 +264,16 @@ impl PartitionWorker {
                         break;
                     }
                 }
-                _ = self.intake.take(&mut received, batch_size), if self.in_flight.len() < self.context.max_in_flight => {
+                _ = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {
+                    if self.wake().await.is_err() {
+                        break;
+                    }
+                }
+                _ = self.intake.take(&mut received, batch_size), if may_take => {
                     self.context.counters.received(received.len() as u64);
+                    self.context
+                        .fault_injection
+                        .check_taken(&self.partition, received.iter().map(|record| record.offset));
                     let messages: Vec<Message> = received.drain(..).map(into_message).collect();
                     for message in &messages {
                         self.tracker.take(message.offset);
@@ -179,13 +281,28 @@ impl PartitionWorker {
                     let Ok(messages) = self.screen(messages).await else {
                         break;
                     };
-                    if !messages.is_empty() && self.process(messages).await.is_err() {
+                    if !messages.is_empty() && self.handle(messages).await.is_err() {
                         break;
                     }
                 }
             }
         }
         self.drain().await;
+    }
+
+    /// New plugin calls wait while a message of this partition waits out a
+    /// retry or a redelivery: that is what keeps the partition's order.
+    fn may_call_plugin(&self) -> bool {
+        self.held_retry.is_none() && self.redeliveries.is_empty() && !self.halted
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        if self.halted {
+            return None;
+        }
+        let retry = self.held_retry.as_ref().map(|held| held.due);
+        let redelivery = self.redeliveries.iter().map(|redelivery| redelivery.due).min();
+        retry.into_iter().chain(redelivery).min()
     }
 
     /// Finish at once the messages the dedup store says are done; return
@@ -203,142 +320,133 @@ impl PartitionWorker {
 
     /// Ask the plugin about `messages` and act on the verdicts in order. At
     /// the first retry or failure the rest go back to the backlog and the
-    /// message is retried in place, so the partition's order holds.
-    async fn process(&mut self, messages: Vec<Message>) -> Result<(), Stopped> {
+    /// message waits in place, so the partition's order holds.
+    async fn handle(&mut self, messages: Vec<Message>) -> Result<(), Stopped> {
         let Called {
             messages,
             results,
             plugin,
-        } = self.plugin.call(messages).await;
+        } = self.call_plugin(messages).await?;
         let mut messages = messages.into_iter();
         for result in results {
             let message = messages.next().expect("a result per message at most");
-            match result {
-                Ok(Verdict::Success(outputs)) => {
-                    let span = message_span(&message, &plugin);
-                    self.produce_outputs(message, outputs, &plugin).instrument(span).await
-                }
-                Ok(Verdict::DeadLetter(reason)) => {
-                    let span = message_span(&message, &plugin);
-                    self.produce_dead_letter(message, reason, &plugin)
-                        .instrument(span)
-                        .await
-                }
-                Ok(Verdict::Retry(retry)) => {
-                    self.put_back(messages);
-                    let delay = retry.requested_delay();
-                    return self.retry_in_place(message, retry.reason, delay, plugin).await;
-                }
-                Err(failure) => {
-                    self.failed_attempt(&message, &failure);
-                    self.put_back(messages);
-                    return self.retry_in_place(message, failure.reason, None, plugin).await;
-                }
+            let waits = self.act(message, result, &plugin).await?;
+            if waits {
+                break;
             }
         }
-        self.put_back(messages);
+        for message in messages.rev() {
+            self.backlog.push_front(message);
+        }
         Ok(())
     }
 
-    fn failed_attempt(&self, message: &Message, failure: &PluginFailure) {
-        self.context.counters.failed_attempt(failure.kind);
-        self.context.partitions.error(&message.topic, message.partition);
-    }
-
-    fn put_back(&mut self, rest: impl DoubleEndedIterator<Item = Message>) {
-        for message in rest.rev() {
-            self.backlog.push_front(message);
-        }
-    }
-
-    /// Back off and try `message` again until it succeeds, dead-letters, or
-    /// runs out of attempts. The partition's feed is not read meantime, so
-    /// its fetching stops at librdkafka's prefetch limit; other partitions
-    /// carry on. Each attempt uses the version serving at the time, so a
-    /// rollback rescues a message the failed version could not handle;
-    /// `plugin` is the version of the attempt that failed.
-    async fn retry_in_place(
+    /// Carry out what the plugin's answer for `message` leads to. `true`
+    /// when the message now waits for a retry.
+    async fn act(
         &mut self,
-        mut message: Message,
-        mut reason: String,
-        mut requested: Option<Duration>,
-        mut plugin: Plugin,
-    ) -> Result<(), Stopped> {
-        loop {
-            if !self.context.retry.allows_another_attempt(message.attempt) {
-                let reason = format!("retries exhausted: {reason}");
-                self.produce_dead_letter(message, reason, &plugin).await;
-                break Ok(());
+        message: Message,
+        result: Result<crate::plugin::Verdict, PluginFailure>,
+        plugin: &Plugin,
+    ) -> Result<bool, Stopped> {
+        if let Err(failure) = &result {
+            self.context.counters.failed_attempt(failure.kind);
+            self.context.partitions.error(&message.topic, message.partition);
+        }
+        let span = message_span(&message, plugin);
+        match after_plugin_call(result, message.attempt, &self.context.retry) {
+            AfterCall::Produce(outputs) => self.produce_outputs(message, outputs, plugin).instrument(span).await?,
+            AfterCall::Filter => self.in_flight.push(Box::pin(std::future::ready(Delivered {
+                delivery: Delivery {
+                    message,
+                    plugin: plugin.clone(),
+                    carrying: Carrying::Nothing,
+                    failures: 0,
+                },
+                failed: Vec::new(),
+            }))),
+            AfterCall::DeadLetter(reason) => {
+                let delivery = self.dead_letter_delivery(message, reason, plugin);
+                self.send_dead_letter(delivery).instrument(span).await?;
             }
-            let delay = self.context.retry.delay_after(message.attempt, requested);
-            self.context.counters.retry();
-            tracing::debug!(partition = %self.partition, offset = message.offset, attempt = message.attempt, ?delay, %reason, "retrying after backoff");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.cancelled() => break Err(Stopped),
+            AfterCall::TryAgain { after, reason } => {
+                self.context.counters.retry();
+                tracing::debug!(parent: &span, attempt = message.attempt, ?after, %reason, "retrying after backoff");
+                self.held_retry = Some(HeldRetry {
+                    message,
+                    reason,
+                    due: Instant::now() + after,
+                });
+                return Ok(true);
             }
-            message.attempt += 1;
-            let mut called = self.plugin.call(vec![message]).await;
-            message = called.messages.pop().expect("the message comes back");
-            plugin = called.plugin;
-            match called.results.pop().expect("one result for one message") {
-                Ok(Verdict::Success(outputs)) => {
-                    self.produce_outputs(message, outputs, &plugin).await;
-                    break Ok(());
-                }
-                Ok(Verdict::DeadLetter(dead_letter_reason)) => {
-                    self.produce_dead_letter(message, dead_letter_reason, &plugin).await;
-                    break Ok(());
-                }
-                Ok(Verdict::Retry(retry)) => {
-                    requested = retry.requested_delay();
-                    reason = retry.reason;
-                }
-                Err(failure) => {
-                    self.failed_attempt(&message, &failure);
-                    requested = None;
-                    reason = failure.reason;
-                }
+        }
+        Ok(false)
+    }
+
+    /// Whatever waited out its backoff goes again: the held message to the
+    /// plugin (with the version serving now, so a rollback can rescue it),
+    /// failed records to the producer.
+    async fn wake(&mut self) -> Result<(), Stopped> {
+        let now = Instant::now();
+        if self.held_retry.as_ref().is_some_and(|held| held.due <= now) {
+            let HeldRetry {
+                mut message, reason, ..
+            } = self.held_retry.take().expect("checked above");
+            tracing::trace!(partition = %self.label, offset = message.offset, %reason, "trying again");
+            message.attempt = message.attempt.saturating_add(1);
+            let mut called = self.call_plugin(vec![message]).await?;
+            let message = called.messages.pop().expect("the message comes back");
+            let result = called.results.pop().expect("one result for one message");
+            self.act(message, result, &called.plugin).await?;
+        }
+        let (due, waiting): (Vec<Redelivery>, Vec<Redelivery>) = std::mem::take(&mut self.redeliveries)
+            .into_iter()
+            .partition(|redelivery| redelivery.due <= now);
+        self.redeliveries = waiting;
+        for Redelivery { delivery, records, .. } in due {
+            match delivery.carrying {
+                Carrying::DeadLetter { .. } => self.send_dead_letter(delivery).await?,
+                _ => self.send(delivery, records).await?,
             }
+        }
+        Ok(())
+    }
+
+    async fn call_plugin(&mut self, messages: Vec<Message>) -> Result<Called, Stopped> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Err(Stopped),
+            called = self.plugin.call(messages) => Ok(called),
         }
     }
 
-    async fn produce_outputs(&mut self, message: Message, outputs: Vec<Output>, plugin: &Plugin) {
-        if outputs.is_empty() {
-            self.in_flight.push(Box::pin(std::future::ready(Delivered {
-                message,
-                plugin: plugin.clone(),
-                result: Ok(()),
-                outcome: Outcome::Filtered,
-            })));
-            return;
-        }
+    async fn produce_outputs(
+        &mut self,
+        message: Message,
+        outputs: Vec<Output>,
+        plugin: &Plugin,
+    ) -> Result<(), Stopped> {
         let version = plugin.version().full().as_bytes();
         let trace = trace_for(&message);
-        let count = outputs.len() as u64;
-        let mut deliveries = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            let record = OutgoingRecord {
+        let records: Vec<OutgoingRecord> = outputs
+            .into_iter()
+            .map(|output| OutgoingRecord {
                 topic: output.topic.unwrap_or_else(|| self.context.output_topic.clone()),
                 key: output.key,
                 value: output.value,
                 headers: output_headers(output.headers, version, &trace),
-            };
-            deliveries.push(self.context.producer.enqueue(&record).await);
-        }
-        let plugin = plugin.clone();
-        self.in_flight.push(Box::pin(async move {
-            let result = futures::future::try_join_all(deliveries).await.map(|_| ());
-            Delivered {
-                message,
-                plugin,
-                result,
-                outcome: Outcome::Outputs(count),
-            }
-        }));
+            })
+            .collect();
+        let delivery = Delivery {
+            message,
+            plugin: plugin.clone(),
+            carrying: Carrying::Outputs(records.len() as u64),
+            failures: 0,
+        };
+        self.send(delivery, records).await
     }
 
-    async fn produce_dead_letter(&mut self, message: Message, reason: String, plugin: &Plugin) {
+    fn dead_letter_delivery(&self, message: Message, reason: String, plugin: &Plugin) -> Delivery {
         tracing::info!(attempts = message.attempt, %reason, "dead-lettering message");
         let why = DeadLetterHeaders {
             reason,
@@ -352,71 +460,181 @@ impl PartitionWorker {
             plugin_version: plugin.version().full().to_owned(),
             failed_at: SystemTime::now(),
         };
-        let record = OutgoingRecord {
-            topic: self.context.dead_letter_topic.clone(),
-            key: message.key.clone(),
-            value: message.value.clone(),
-            headers: dead_letter_headers(&message.headers, &why, &trace_for(&message)),
-        };
-        let delivery = self.context.producer.enqueue(&record).await;
-        let plugin = plugin.clone();
-        self.in_flight.push(Box::pin(async move {
-            Delivered {
-                result: delivery.await,
-                message,
-                plugin,
-                outcome: Outcome::DeadLettered,
-            }
-        }));
+        let trace = trace_for(&message);
+        Delivery {
+            message,
+            plugin: plugin.clone(),
+            carrying: Carrying::DeadLetter {
+                why: Box::new(why),
+                trace,
+                omission: Omission::Nothing,
+            },
+            failures: 0,
+        }
     }
 
-    /// Messages whose records were acknowledged, or failed for good. The
-    /// acknowledged ones are finished (after their done-marks are written);
-    /// a failure is a failed attempt: the message is tried again.
+    /// Build the delivery's dead-letter record (leaving out what its
+    /// omission says) and send it.
+    async fn send_dead_letter(&mut self, delivery: Delivery) -> Result<(), Stopped> {
+        let Carrying::DeadLetter { why, trace, omission } = &delivery.carrying else {
+            unreachable!("only dead-letter deliveries are sent as dead letters")
+        };
+        let record = dead_letter_record(
+            &self.context.dead_letter_topic,
+            &delivery.message,
+            why,
+            trace,
+            *omission,
+        );
+        self.send(delivery, vec![record]).await
+    }
+
+    /// Hand `records` to the producer and track their acknowledgement as
+    /// one in-flight delivery.
+    async fn send(&mut self, delivery: Delivery, records: Vec<OutgoingRecord>) -> Result<(), Stopped> {
+        let mut pending = Vec::with_capacity(records.len());
+        for record in &records {
+            pending.push(enqueue(&self.context.producer, &self.stop, record).await?);
+        }
+        drop(records);
+        self.in_flight.push(Box::pin(async move {
+            let outcome = AssertUnwindSafe(futures::future::join_all(pending))
+                .catch_unwind()
+                .await;
+            let failed = match outcome {
+                Ok(results) => results
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .map(|failed| *failed)
+                    .collect(),
+                Err(panic) => vec![FailedDelivery {
+                    error: DeliveryError::new(
+                        DeliveryFailureKind::Permanent,
+                        format!("the host panicked awaiting the delivery: {}", panic_message(&*panic)),
+                    ),
+                    record: OutgoingRecord {
+                        topic: String::new(),
+                        key: None,
+                        value: None,
+                        headers: Vec::new(),
+                    },
+                }],
+            };
+            Delivered { delivery, failed }
+        }));
+        Ok(())
+    }
+
+    /// Deliveries that came back: the acknowledged ones finish their
+    /// messages (after their done-marks are written); each failure is
+    /// decided on by [`after_delivery_failure`].
     async fn on_delivered(&mut self, ready: Vec<Delivered>) -> Result<(), Stopped> {
         let (acknowledged, failed): (Vec<Delivered>, Vec<Delivered>) =
-            ready.into_iter().partition(|delivered| delivered.result.is_ok());
-        self.complete(acknowledged).await?;
-        for delivered in failed {
-            let Err(error) = delivered.result else {
-                unreachable!("partitioned by result")
-            };
-            self.context.counters.delivery_failure();
-            self.context
-                .partitions
-                .error(&self.partition.topic, self.partition.partition);
-            tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed after the producer's retries; trying the message again");
-            self.retry_in_place(
-                delivered.message,
-                format!("delivery failed: {error}"),
-                None,
-                delivered.plugin,
-            )
+            ready.into_iter().partition(|delivered| delivered.failed.is_empty());
+        self.complete(acknowledged.into_iter().map(|delivered| delivered.delivery).collect())
             .await?;
+        for delivered in failed {
+            self.on_failed_delivery(delivered).await?;
         }
         Ok(())
     }
 
-    /// Count and finish acknowledged messages, writing their done-marks
+    async fn on_failed_delivery(&mut self, delivered: Delivered) -> Result<(), Stopped> {
+        let Delivered { mut delivery, failed } = delivered;
+        delivery.failures = delivery.failures.saturating_add(1);
+        let worst = failed
+            .iter()
+            .max_by_key(|failed| severity(failed.error.kind))
+            .expect("a failed delivery has a failure");
+        let (role, topic) = match &delivery.carrying {
+            Carrying::DeadLetter { omission, .. } => (
+                RecordRole::DeadLetter(*omission),
+                self.context.dead_letter_topic.as_str(),
+            ),
+            _ => (RecordRole::Outputs, worst.record.topic.as_str()),
+        };
+        let error = worst.error.clone();
+        let topic = topic.to_owned();
+        for _ in &failed {
+            self.context.counters.delivery_failure();
+        }
+        self.context
+            .partitions
+            .error(&self.partition.topic, self.partition.partition);
+        let decision = after_delivery_failure(
+            role,
+            error.kind,
+            &error.message,
+            &topic,
+            delivery.failures,
+            &self.context.retry,
+        );
+        if let Some(held_back) = self.delivery_warnings.allow() {
+            tracing::warn!(partition = %self.label, offset = delivery.message.offset, %topic, %error, failures = delivery.failures, held_back, next = ?decision, "delivery failed after the producer's retries");
+        }
+        match decision {
+            AfterDeliveryFailure::Reproduce { after } => {
+                let records = failed.into_iter().map(|failed| failed.record).collect();
+                self.redeliveries.push(Redelivery {
+                    delivery,
+                    records,
+                    due: Instant::now() + after,
+                });
+            }
+            AfterDeliveryFailure::DeadLetterSource(reason) => {
+                let dead_letter = self.dead_letter_delivery(delivery.message, reason, &delivery.plugin);
+                self.send_dead_letter(dead_letter).await?;
+            }
+            AfterDeliveryFailure::Shrink(next) => {
+                if let Carrying::DeadLetter { omission, .. } = &mut delivery.carrying {
+                    *omission = next;
+                }
+                self.send_dead_letter(delivery).await?;
+            }
+            AfterDeliveryFailure::Blocked { after, reason } => {
+                self.blocked = true;
+                self.context.health.partition_blocked(&self.label, &reason);
+                self.redeliveries.push(Redelivery {
+                    delivery,
+                    records: Vec::new(),
+                    due: Instant::now() + after,
+                });
+            }
+            AfterDeliveryFailure::StopStage(reason) => {
+                self.halted = true;
+                self.context.fault.set(reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// Count and finish acknowledged deliveries, writing their done-marks
     /// first when the stage deduplicates.
-    async fn complete(&mut self, acknowledged: Vec<Delivered>) -> Result<(), Stopped> {
+    async fn complete(&mut self, acknowledged: Vec<Delivery>) -> Result<(), Stopped> {
         if acknowledged.is_empty() {
             return Ok(());
         }
         let duplicates = match self.dedup.as_mut() {
             Some(dedup) => {
-                let messages: Vec<&Message> = acknowledged.iter().map(|delivered| &delivered.message).collect();
+                let messages: Vec<&Message> = acknowledged.iter().map(|delivery| &delivery.message).collect();
                 dedup.mark_done(&messages, &self.stop).await.ok_or(Stopped)?
             }
             None => Vec::new(),
         };
-        for delivered in acknowledged {
-            match delivered.outcome {
-                Outcome::Outputs(count) => self.context.counters.outputs(count),
-                Outcome::Filtered => self.context.counters.filtered(),
-                Outcome::DeadLettered => self.context.counters.dead_lettered(),
+        for delivery in acknowledged {
+            match delivery.carrying {
+                Carrying::Outputs(count) => self.context.counters.outputs(count),
+                Carrying::Nothing => self.context.counters.filtered(),
+                Carrying::DeadLetter { .. } => {
+                    self.context.counters.dead_lettered();
+                    if self.blocked {
+                        self.blocked = false;
+                        self.context.health.partition_unblocked(&self.label);
+                        tracing::info!(partition = %self.label, "dead letters are written again; the partition moves on");
+                    }
+                }
             }
-            self.finish(delivered.message.offset, delivered.message.timestamp_ms);
+            self.finish(delivery.message.offset, delivery.message.timestamp_ms);
         }
         for (offset, timestamp_ms) in duplicates {
             self.finish(offset, timestamp_ms);
@@ -434,30 +652,56 @@ impl PartitionWorker {
     }
 
     /// Stopping: wait (bounded) for acknowledgements already under way, so
-    /// their messages count as finished; anything else stays unfinished and
+    /// their messages count as finished; anything else (a held retry,
+    /// records waiting to be produced again) stays unfinished and
     /// uncommitted, to be consumed again by whoever owns the partition next.
     async fn drain(&mut self) {
-        let deadline = tokio::time::Instant::now() + self.context.drain_timeout;
+        let deadline = Instant::now() + self.context.drain_timeout;
         let mut acknowledged = Vec::new();
         while !self.in_flight.is_empty() {
             match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
-                Ok(Some(delivered)) => match &delivered.result {
-                    Ok(()) => acknowledged.push(delivered),
-                    Err(error) => {
-                        tracing::warn!(partition = %self.partition, offset = delivered.message.offset, %error, "delivery failed while stopping; the message stays uncommitted");
-                    }
-                },
+                Ok(Some(delivered)) if delivered.failed.is_empty() => acknowledged.push(delivered.delivery),
+                Ok(Some(delivered)) => {
+                    tracing::warn!(partition = %self.label, offset = delivered.delivery.message.offset, error = %delivered.failed[0].error, "delivery failed while stopping; the message stays uncommitted");
+                }
                 Ok(None) => break,
                 Err(_) => {
-                    tracing::warn!(partition = %self.partition, abandoned = self.in_flight.len(), "stopping before every acknowledgement arrived; those messages stay uncommitted");
+                    tracing::warn!(partition = %self.label, abandoned = self.in_flight.len(), "stopping before every acknowledgement arrived; those messages stay uncommitted");
                     break;
                 }
             }
         }
         if self.complete(acknowledged).await.is_err() {
-            tracing::warn!(partition = %self.partition, "could not write done-marks while stopping; those messages stay uncommitted");
+            tracing::warn!(partition = %self.label, "could not write done-marks while stopping; those messages stay uncommitted");
         }
-        tracing::debug!(partition = %self.partition, committable = ?self.tracker.committable(), unfinished = self.tracker.unfinished(), "partition worker stopped");
+        if self.blocked {
+            self.context.health.partition_unblocked(&self.label);
+        }
+        tracing::debug!(partition = %self.label, committable = ?self.tracker.committable(), unfinished = self.tracker.unfinished(), "partition worker stopped");
+    }
+}
+
+/// Enqueue one record, waiting while the producer's queue is full, unless
+/// told to stop.
+async fn enqueue(
+    producer: &SinkProducer,
+    stop: &CancellationToken,
+    record: &OutgoingRecord,
+) -> Result<PendingDelivery, Stopped> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err(Stopped),
+        pending = producer.enqueue(record) => Ok(pending),
+    }
+}
+
+/// Which failure of a delivery's records decides what happens to it.
+fn severity(kind: DeliveryFailureKind) -> u8 {
+    match kind {
+        DeliveryFailureKind::Transient => 0,
+        DeliveryFailureKind::RecordTooLarge => 1,
+        DeliveryFailureKind::Permanent => 2,
+        DeliveryFailureKind::ProducerFatal => 3,
     }
 }
 

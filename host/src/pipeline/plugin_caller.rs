@@ -1,13 +1,15 @@
 //! A partition's way to the plugin: the version serving now, called off the
 //! async reactor, a batch at a time.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
 use super::counters::StageCounters;
-use crate::plugin::{Message, Plugin, PluginFailure, PluginSlot, PluginWorker, Verdict};
+use super::supervision::panic_message;
+use crate::plugin::{FailureKind, Message, Plugin, PluginFailure, PluginSlot, PluginWorker, Verdict};
 
 /// What one call gave back: the messages, a result for each (possibly
 /// fewer, see [`PluginCaller::call`]) and the version that produced them,
@@ -25,7 +27,8 @@ pub(crate) struct PluginCaller {
     slot: Arc<PluginSlot>,
     /// Bounds plugin calls running at once across partitions.
     permits: Arc<Semaphore>,
-    /// Taken out while a call runs on the blocking pool.
+    /// Taken out while a call runs on the blocking pool; `None` after a
+    /// call was abandoned.
     worker: Option<PluginWorker>,
     generation: u64,
     /// Where call durations go.
@@ -47,7 +50,12 @@ impl PluginCaller {
     /// Run the plugin on the blocking pool (Wasm is CPU work; it must not
     /// hold up the async reactor). After a failed batch the messages are
     /// retried one by one to find the culprit, stopping at it, so there may
-    /// be fewer results than messages.
+    /// be fewer results than messages. A panic in the host during the call
+    /// is caught: it fails the message it happened on (a failed attempt,
+    /// `FailureKind::HostPanic`) and the instance is replaced.
+    ///
+    /// Dropping the returned future while the call runs (the worker is
+    /// stopping) abandons the call; the next call starts a fresh instance.
     pub(crate) async fn call(&mut self, messages: Vec<Message>) -> Called {
         let _permit = self
             .permits
@@ -55,24 +63,38 @@ impl PluginCaller {
             .acquire_owned()
             .await
             .expect("the plugin-call semaphore is never closed");
-        if self.slot.generation() != self.generation {
+        if self.slot.generation() != self.generation || self.worker.is_none() {
             let current = self.slot.current();
             tracing::debug!(version = %current.plugin.version(), "switching to the current plugin version");
             self.worker = Some(current.plugin.worker());
             self.generation = current.generation;
         }
-        let mut worker = self.worker.take().expect("the plugin worker is home between calls");
+        let mut worker = self.worker.take().expect("the plugin worker was just set");
         let slot = self.slot.clone();
         let counters = self.counters.clone();
         let (worker, messages, results) = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let results = call_in_order(&mut worker, &messages);
+            let called = std::panic::catch_unwind(AssertUnwindSafe(|| call_in_order(&mut worker, &messages)));
             counters.plugin_call(started.elapsed());
+            let (worker, results) = match called {
+                Ok(results) => (worker, results),
+                Err(panic) => {
+                    let reason = format!("the host panicked calling the plugin: {}", panic_message(&*panic));
+                    tracing::error!(%reason, "plugin call panicked; the message counts as a failed attempt");
+                    // The instance may be half-way through a call: start afresh.
+                    let fresh = slot.current().plugin.worker();
+                    let failure = PluginFailure {
+                        kind: FailureKind::HostPanic,
+                        reason,
+                    };
+                    (fresh, vec![Err(failure)])
+                }
+            };
             slot.record(worker.plugin().version(), &results);
             (worker, messages, results)
         })
         .await
-        .expect("a plugin call panicked in the host");
+        .expect("the blocking pool runs plugin calls to the end; a panic there is caught");
         let plugin = worker.plugin().clone();
         self.worker = Some(worker);
         Called {

@@ -2,6 +2,8 @@
 //! made them and the trace they belong to.
 
 use super::dead_letter::DeadLetterHeaders;
+use super::next_step::Omission;
+use crate::kafka::OutgoingRecord;
 use crate::observe::{TRACEPARENT_HEADER, TraceParent};
 use crate::plugin::{Header, Message};
 
@@ -57,14 +59,75 @@ pub(crate) fn dead_letter_headers(
     headers
 }
 
+/// A message's dead-letter record on `topic`: its key, value and original
+/// headers (less what `omission` leaves out to fit the broker's limit,
+/// with `sluice.omitted` and the original sizes saying so), then the
+/// `sluice.*` headers saying why.
+pub(crate) fn dead_letter_record(
+    topic: &str,
+    message: &Message,
+    why: &DeadLetterHeaders,
+    trace: &TraceParent,
+    omission: Omission,
+) -> OutgoingRecord {
+    let kept_headers: &[Header] = if omission.omits_headers() {
+        &[]
+    } else {
+        &message.headers
+    };
+    let mut headers = dead_letter_headers(kept_headers, why, trace);
+    let mut omitted = Vec::new();
+    let mut size = |part: &'static str, header: &str, bytes: usize| {
+        omitted.push(part);
+        headers.push((header.to_owned(), bytes.to_string().into_bytes()));
+    };
+    if omission.omits_value() {
+        let bytes = message.value.as_ref().map_or(0, Vec::len);
+        size("value", DeadLetterHeaders::ORIGINAL_VALUE_SIZE, bytes);
+    }
+    if omission.omits_headers() {
+        let bytes = message
+            .headers
+            .iter()
+            .map(|header| header.name.len() + header.value.len())
+            .sum();
+        size("headers", DeadLetterHeaders::ORIGINAL_HEADERS_SIZE, bytes);
+    }
+    if omission.omits_key() {
+        let bytes = message.key.as_ref().map_or(0, Vec::len);
+        size("key", DeadLetterHeaders::ORIGINAL_KEY_SIZE, bytes);
+    }
+    if !omitted.is_empty() {
+        headers.push((DeadLetterHeaders::OMITTED.to_owned(), omitted.join(",").into_bytes()));
+    }
+    OutgoingRecord {
+        topic: topic.to_owned(),
+        key: if omission.omits_key() {
+            None
+        } else {
+            message.key.clone()
+        },
+        value: if omission.omits_value() {
+            None
+        } else {
+            message.value.clone()
+        },
+        headers,
+    }
+}
+
 fn is_set_by_sluice(name: &str) -> bool {
     name == PLUGIN_VERSION_HEADER || name == TRACEPARENT_HEADER
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{PLUGIN_VERSION_HEADER, output_headers, trace_for};
+    use std::time::UNIX_EPOCH;
+
+    use super::{PLUGIN_VERSION_HEADER, dead_letter_record, output_headers, trace_for};
     use crate::observe::TraceParent;
+    use crate::pipeline::DeadLetterHeaders;
+    use crate::pipeline::next_step::Omission;
     use crate::plugin::{Header, Message};
 
     fn message_with(headers: Vec<Header>) -> Message {
@@ -117,5 +180,71 @@ mod tests {
             let trace = trace_for(&message_with(headers));
             assert_eq!(TraceParent::parse(trace.to_string().as_bytes()), Some(trace));
         }
+    }
+
+    fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .rev()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| std::str::from_utf8(value).unwrap())
+    }
+
+    #[test]
+    fn a_shrunk_dead_letter_says_what_it_left_out_and_how_big_it_was() {
+        let mut message = message_with(vec![header("id", "m-1"), header("traceparent", "x")]);
+        message.key = Some(b"key".to_vec());
+        message.value = Some(vec![0xff; 999_601]);
+        let why = DeadLetterHeaders {
+            reason: "not UTF-8".into(),
+            source_topic: "in".into(),
+            source_partition: 0,
+            source_offset: 7,
+            source_timestamp_ms: None,
+            attempts: 1,
+            stage: "s".into(),
+            plugin_name: "p".into(),
+            plugin_version: "v".into(),
+            failed_at: UNIX_EPOCH,
+        };
+        let trace = TraceParent::new_root();
+
+        let whole = dead_letter_record("dlq", &message, &why, &trace, Omission::Nothing);
+        assert_eq!(whole.value, message.value);
+        assert_eq!(header_value(&whole.headers, "id"), Some("m-1"));
+        assert_eq!(header_value(&whole.headers, DeadLetterHeaders::OMITTED), None);
+
+        let no_value = dead_letter_record("dlq", &message, &why, &trace, Omission::Value);
+        assert_eq!(no_value.value, None);
+        assert_eq!(no_value.key.as_deref(), Some(&b"key"[..]));
+        assert_eq!(header_value(&no_value.headers, "id"), Some("m-1"));
+        assert_eq!(
+            header_value(&no_value.headers, DeadLetterHeaders::OMITTED),
+            Some("value")
+        );
+        assert_eq!(
+            header_value(&no_value.headers, DeadLetterHeaders::ORIGINAL_VALUE_SIZE),
+            Some("999601")
+        );
+
+        let bare = dead_letter_record("dlq", &message, &why, &trace, Omission::ValueHeadersAndKey);
+        assert_eq!((bare.key, bare.value), (None, None));
+        assert_eq!(header_value(&bare.headers, "id"), None);
+        assert_eq!(
+            header_value(&bare.headers, DeadLetterHeaders::OMITTED),
+            Some("value,headers,key")
+        );
+        assert_eq!(
+            header_value(&bare.headers, DeadLetterHeaders::ORIGINAL_HEADERS_SIZE),
+            Some("17")
+        );
+        assert_eq!(
+            header_value(&bare.headers, DeadLetterHeaders::ORIGINAL_KEY_SIZE),
+            Some("3")
+        );
+        assert_eq!(
+            header_value(&bare.headers, DeadLetterHeaders::REASON),
+            Some("not UTF-8")
+        );
     }
 }

@@ -11,10 +11,13 @@ use super::consumer_errors::ConsumerErrors;
 use super::consumer_loop::{ConsumerLoop, StopWhen, Subscribe, WorkerRegistry};
 use super::counters::{StageCounters, StageSummary};
 use super::dedup_screen::Dedup;
+use super::fault_injection::FaultInjection;
 use super::partition_worker::WorkerContext;
+use super::recreation_budget::RecreationBudget;
 use super::retry_policy::RetryPolicy;
 use super::startup::{Startup, StepError};
 use super::status::StageStatus;
+use super::supervision::StageFault;
 use crate::config::StageConfig;
 use crate::dedup::open_store;
 use crate::kafka::{self, BrokerProbe, SinkProducer, SourceConsumer};
@@ -53,6 +56,7 @@ pub struct Stage {
     health: Arc<Health>,
     partitions: Arc<PartitionBoard>,
     shutdown: Arc<AtomicBool>,
+    fault_injection: Arc<FaultInjection>,
 }
 
 impl Stage {
@@ -81,7 +85,14 @@ impl Stage {
             health,
             partitions: Arc::default(),
             shutdown: Arc::default(),
+            fault_injection: Arc::default(),
         })
+    }
+
+    /// Faults a test may cause in the running stage.
+    #[doc(hidden)]
+    pub fn fault_injection(&self) -> Arc<FaultInjection> {
+        self.fault_injection.clone()
     }
 
     /// Live totals, readable while the stage runs.
@@ -106,6 +117,7 @@ impl Stage {
         };
         let startup = Startup::new(&self.config.startup, self.health.clone(), self.shutdown.clone());
         let producer = Arc::new(self.connect(&startup).await?);
+        self.fault_injection.attach_producer(&producer);
         let kafka_config = &self.config.kafka;
         let stage = &self.config.stage;
         let dedup = match &self.config.dedup {
@@ -120,6 +132,12 @@ impl Stage {
             }
             None => None,
         };
+        let drain_timeout = Duration::from_millis(stage.drain_timeout_ms);
+        let dedup_call = self
+            .config
+            .dedup
+            .as_ref()
+            .map_or(Duration::ZERO, |dedup| Duration::from_millis(dedup.redis_timeout_ms));
         let context = Arc::new(WorkerContext {
             stage_name: stage.name.clone(),
             output_topic: kafka_config.output_topic.clone(),
@@ -127,7 +145,8 @@ impl Stage {
             retry: RetryPolicy::from_config(&self.config.retry),
             batch_size: stage.batch_size,
             max_in_flight: stage.max_in_flight_per_partition,
-            drain_timeout: Duration::from_millis(stage.drain_timeout_ms),
+            drain_timeout,
+            stop_grace: drain_timeout + dedup_call + Duration::from_secs(1),
             producer: producer.clone(),
             plugin_calls: Arc::new(Semaphore::new(stage.concurrency)),
             counters: self.counters.clone(),
@@ -136,6 +155,8 @@ impl Stage {
             health: self.health.clone(),
             partitions: self.partitions.clone(),
             consumer_errors: Arc::new(ConsumerErrors::new(&kafka_config.recovery)),
+            fault: Arc::new(StageFault::default()),
+            fault_injection: self.fault_injection.clone(),
             runtime: tokio::runtime::Handle::current(),
         });
         let registry = Arc::new(WorkerRegistry::new(context));
@@ -167,6 +188,10 @@ impl Stage {
             stop_when: stop_after_finished.map_or(StopWhen::Told, StopWhen::Finished),
             commit_interval: Duration::from_millis(stage.commit_interval_ms),
             counters: self.counters.clone(),
+            recreations: RecreationBudget::new(
+                kafka_config.recovery.max_recreations,
+                Duration::from_secs(kafka_config.recovery.recreation_window_seconds),
+            ),
         };
         let consumer_thread = std::thread::Builder::new()
             .name("sluice-consumer".to_owned())

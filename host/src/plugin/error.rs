@@ -49,6 +49,10 @@ pub enum FailureKind {
     /// The guest returned something the contract forbids (such as the wrong
     /// number of verdicts for a batch).
     ContractViolation,
+    /// The host panicked while calling the plugin (a bug in sluice, or in
+    /// the runtime): caught, and treated like a trap so the message is
+    /// retried and then dead-lettered instead of stalling its partition.
+    HostPanic,
 }
 
 /// A failed plugin call, with a reason fit for a log line or a dead-letter
