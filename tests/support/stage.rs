@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sluice::pipeline::{Stage, StageSummary};
+use sluice::pipeline::{FaultInjection, Stage, StageSummary};
 use sluice::plugin::{PluginRuntime, PluginSettings, PluginSlot};
 
 use tempfile::TempDir;
@@ -141,14 +141,19 @@ impl StageFile {
         let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
         let stage = Stage::new(config, slot, bootstrap_servers.to_owned()).expect("stage");
         let shutdown = stage.shutdown_flag();
+        let faults = stage.fault_injection();
         let tokio = tokio::runtime::Runtime::new().expect("tokio");
         let thread = std::thread::spawn(move || {
             // Kept alive while the stage runs: it drives call deadlines.
             let _plugin_runtime = plugin_runtime;
             let _file = self;
-            tokio.block_on(stage.run(stop_after)).expect("stage runs")
+            tokio.block_on(stage.run(stop_after)).map_err(|error| error.to_string())
         });
-        InProcessStage { shutdown, thread }
+        InProcessStage {
+            shutdown,
+            thread,
+            faults,
+        }
     }
 
     /// Run `sluice run` to completion with a time limit; returns exit status
@@ -163,12 +168,18 @@ impl StageFile {
 /// A stage running on a thread of the test process.
 pub struct InProcessStage {
     shutdown: Arc<AtomicBool>,
-    thread: JoinHandle<StageSummary>,
+    thread: JoinHandle<Result<StageSummary, String>>,
+    faults: Arc<FaultInjection>,
 }
 
 impl InProcessStage {
     /// Wait for the stage to stop by itself (its `stop_after`).
     pub fn join(self) -> StageSummary {
+        self.join_result().expect("the stage stops without an error")
+    }
+
+    /// Wait for the stage to stop, by itself or on an error of its own.
+    pub fn join_result(self) -> Result<StageSummary, String> {
         self.thread.join().expect("stage thread")
     }
 
@@ -176,6 +187,23 @@ impl InProcessStage {
     pub fn stop(self) -> StageSummary {
         self.shutdown.store(true, Ordering::Relaxed);
         self.join()
+    }
+
+    /// Stop the stage as a signal would; the time it took to stop.
+    pub fn stop_timed(self) -> (Duration, Result<StageSummary, String>) {
+        let started = Instant::now();
+        self.shutdown.store(true, Ordering::Relaxed);
+        let outcome = self.join_result();
+        (started.elapsed(), outcome)
+    }
+
+    /// Faults to cause in the running stage.
+    pub fn faults(&self) -> &FaultInjection {
+        &self.faults
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
     }
 }
 

@@ -18,6 +18,7 @@ use crate::kafka::{
     ConsumedRecord, ConsumerErrorKind, ConsumerStatistics, KafkaError, PartitionFeed, RebalanceListener,
     SourceConsumer, TopicPartition,
 };
+use crate::observe::LogThrottle;
 
 /// How long one poll of the group waits for an event; bounds how quickly
 /// the loop notices a stop request.
@@ -242,6 +243,7 @@ impl ConsumerLoop {
         let mut last_commit = Instant::now();
         let health = registry.context.health.clone();
         let errors = registry.context.consumer_errors.clone();
+        let mut error_warnings = LogThrottle::new(Duration::from_secs(10));
         let failure = loop {
             if self.shutdown.load(Ordering::Relaxed) {
                 break None;
@@ -268,8 +270,8 @@ impl ConsumerLoop {
                     if ConsumerErrorKind::of(&error).is_connectivity() {
                         // Already logged as a client error.
                         tracing::debug!(%error, "consumer error; librdkafka reconnects by itself");
-                    } else {
-                        tracing::warn!(%error, "consumer error");
+                    } else if let Some(held_back) = error_warnings.allow() {
+                        tracing::warn!(%error, held_back, "consumer error");
                     }
                     errors.record(&error);
                 }

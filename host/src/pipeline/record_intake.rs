@@ -9,11 +9,15 @@ use tokio::sync::{Notify, mpsc};
 
 use super::consumer_errors::ConsumerErrors;
 use crate::kafka::{ConsumedRecord, PartitionFeed};
+use crate::observe::LogThrottle;
 
 /// How long a worker waits for an arrival signal before looking at its
 /// feed anyway. The signal is the fast path; this only bounds the damage
 /// should one ever go missing.
 const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(100);
+
+/// How often a partition's recurring fetch error may reach the log.
+const FETCH_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 pub(crate) struct RecordIntake {
     feed: PartitionFeed,
@@ -22,6 +26,7 @@ pub(crate) struct RecordIntake {
     /// Fetch errors count towards recreating the consumer; records
     /// arriving show it works.
     consumer_errors: Arc<ConsumerErrors>,
+    fetch_warnings: LogThrottle,
 }
 
 impl RecordIntake {
@@ -40,6 +45,7 @@ impl RecordIntake {
             handed_over,
             arrivals,
             consumer_errors,
+            fetch_warnings: LogThrottle::new(FETCH_WARNING_INTERVAL),
         };
         (intake, sender)
     }
@@ -74,7 +80,9 @@ impl RecordIntake {
             match self.feed.next_record() {
                 Some(Ok(record)) => records.push(record),
                 Some(Err(error)) => {
-                    tracing::warn!(partition = %self.feed.partition(), %error, "fetch error; librdkafka keeps retrying");
+                    if let Some(held_back) = self.fetch_warnings.allow() {
+                        tracing::warn!(partition = %self.feed.partition(), %error, held_back, "fetch error; librdkafka keeps retrying");
+                    }
                     self.consumer_errors.record(&error);
                 }
                 None => return,
