@@ -135,6 +135,9 @@ pub struct TopicReader {
     started_at_ms: i64,
     partitions: BTreeMap<i32, PartitionState>,
     idle: Duration,
+    /// When a record or end event last arrived, or when the caller last
+    /// asked for a record if that was later: time the caller spends between
+    /// records is not the topic's silence.
     last_progress: Instant,
 }
 
@@ -215,8 +218,12 @@ impl TopicReader {
             .collect()
     }
 
-    /// The next record, or `None` once every partition has ended.
+    /// The next record, or `None` once every partition has ended. The idle
+    /// timeout counts from this call at the earliest, so a caller may take
+    /// its time with each record (`sluice dlq replay` waits for a chunk's
+    /// acknowledgements) without the topic seeming to have gone quiet.
     pub fn next_record(&mut self) -> Result<Option<ConsumedRecord>, TopicReadError> {
+        self.last_progress = Instant::now();
         loop {
             if self.partitions.values().all(|state| state.ended_by.is_some()) {
                 tracing::debug!(topic = %self.topic, ended_by = ?self.ended_by(), "read to the end");
