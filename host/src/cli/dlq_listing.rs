@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde_json::{Map, Value};
 
 use super::jsonl::insert_bytes;
-use crate::dlq::DeadLetterRecord;
+use crate::dlq::{DeadLetterRecord, OmittedPart};
 
 /// Longest key, value, header or reason shown in text, in characters.
 const TEXT_LIMIT: usize = 120;
@@ -25,8 +25,14 @@ pub(crate) fn text_entry(record: &DeadLetterRecord) -> String {
     let mut line = |label: &str, value: String| {
         let _ = writeln!(text, "  {label:<10}{value}");
     };
-    line("key:", bytes_text(record.key.as_deref(), "(none)"));
-    line("value:", bytes_text(record.value.as_deref(), "(tombstone)"));
+    line(
+        "key:",
+        part_text(record, OmittedPart::KEY, record.key.as_deref(), "(none)"),
+    );
+    line(
+        "value:",
+        part_text(record, OmittedPart::VALUE, record.value.as_deref(), "(tombstone)"),
+    );
     match &record.why {
         Ok(why) => {
             line("reason:", reason_text(&why.reason));
@@ -52,7 +58,9 @@ pub(crate) fn text_entry(record: &DeadLetterRecord) -> String {
         }
         Err(problem) => line("problem:", format!("not a sluice dead letter: {problem}")),
     }
-    if !record.original_headers.is_empty() {
+    if let Some(omitted) = omitted_text(record, OmittedPart::HEADERS) {
+        line("headers:", omitted);
+    } else if !record.original_headers.is_empty() {
         let headers: Vec<String> = record
             .original_headers
             .iter()
@@ -66,8 +74,11 @@ pub(crate) fn text_entry(record: &DeadLetterRecord) -> String {
 /// A dead letter for a script, nothing shortened. `topic`, `partition`,
 /// `offset`, `timestamp_ms`, `key`, `value` and `headers` are the dead
 /// letter's own, in the conventions of `sluice test` (text, or base64 under
-/// `<name>_base64`); `dead_letter` holds the `sluice.*` headers, or is
-/// `null` with a `problem` when they are missing or malformed.
+/// `<name>_base64`); `omitted` maps what a dead letter shrunk to fit the
+/// broker's size limit left out (`value`, `headers`, `key`) to its original
+/// size in bytes (`null` when not recorded), and is `{}` for a whole one;
+/// `dead_letter` holds the `sluice.*` headers, or is `null` with a
+/// `problem` when they are missing or malformed.
 pub(crate) fn json_entry(record: &DeadLetterRecord) -> Value {
     let mut object = Map::new();
     object.insert("topic".into(), record.topic.clone().into());
@@ -87,6 +98,12 @@ pub(crate) fn json_entry(record: &DeadLetterRecord) -> Value {
         })
         .collect();
     object.insert("headers".into(), headers);
+    let omitted: Map<String, Value> = record
+        .omitted
+        .iter()
+        .map(|omitted| (omitted.part.clone(), omitted.original_size.into()))
+        .collect();
+    object.insert("omitted".into(), Value::Object(omitted));
     object.insert("traceparent".into(), record.trace.map(|trace| trace.to_string()).into());
     match &record.why {
         Ok(why) => {
@@ -112,6 +129,23 @@ pub(crate) fn json_entry(record: &DeadLetterRecord) -> Value {
         }
     }
     Value::Object(object)
+}
+
+/// A key or value as [`bytes_text`] shows it, or, when the dead letter left
+/// it out, saying so: `(none)` or `(tombstone)` would misstate the message.
+fn part_text(record: &DeadLetterRecord, part: &str, bytes: Option<&[u8]>, absent: &str) -> String {
+    omitted_text(record, part).unwrap_or_else(|| bytes_text(bytes, absent))
+}
+
+/// `left out to fit the broker's size limit (was 1048600 bytes)`, when the
+/// dead letter leaves `part` out.
+fn omitted_text(record: &DeadLetterRecord, part: &str) -> Option<String> {
+    let omitted = record.omitted.iter().find(|omitted| omitted.part == part)?;
+    let size = match omitted.original_size {
+        Some(size) => format!("was {size} bytes"),
+        None => "size not recorded".to_owned(),
+    };
+    Some(format!("left out to fit the broker's size limit ({size})"))
 }
 
 /// Text in quotes (escaped, cut at [`TEXT_LIMIT`]), or for other bytes
@@ -183,6 +217,7 @@ mod tests {
             key: Some(b"key-3".to_vec()),
             value: Some(vec![0xff, 0x00, 0x01]),
             original_headers: vec![("message-id".into(), b"id-3".to_vec())],
+            omitted: Vec::new(),
             trace: None,
             why: Ok(DeadLetterHeaders {
                 reason: "retries exhausted: trapped\nbacktrace line 1\nbacktrace line 2".into(),
@@ -214,6 +249,49 @@ mod tests {
         );
     }
 
+    fn shrunk() -> DeadLetterRecord {
+        let mut shrunk = record();
+        shrunk.value = None;
+        shrunk.original_headers.clear();
+        shrunk.omitted = vec![
+            OmittedPart {
+                part: "value".into(),
+                original_size: Some(1_048_600),
+            },
+            OmittedPart {
+                part: "headers".into(),
+                original_size: None,
+            },
+        ];
+        shrunk
+    }
+
+    #[test]
+    fn text_says_what_a_shrunk_dead_letter_left_out() {
+        let text = text_entry(&shrunk());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], "  key:      \"key-3\"");
+        assert_eq!(
+            lines[2],
+            "  value:    left out to fit the broker's size limit (was 1048600 bytes)"
+        );
+        assert_eq!(
+            lines.last().copied(),
+            Some("  headers:  left out to fit the broker's size limit (size not recorded)")
+        );
+    }
+
+    #[test]
+    fn json_maps_what_a_shrunk_dead_letter_left_out_to_its_size() {
+        let line = json_entry(&shrunk());
+        assert_eq!(
+            line["omitted"],
+            serde_json::json!({"value": 1_048_600, "headers": null})
+        );
+        assert_eq!(line["value"], Value::Null);
+        assert_eq!(line["headers"], serde_json::json!([]));
+    }
+
     #[test]
     fn long_text_is_cut_short_with_its_size() {
         let long = "x".repeat(500);
@@ -236,6 +314,7 @@ mod tests {
             "retries exhausted: trapped\nbacktrace line 1\nbacktrace line 2"
         );
         assert_eq!(line["dead_letter"]["failed_at"], "2023-11-14T22:13:21.500Z");
+        assert_eq!(line["omitted"], serde_json::json!({}));
 
         let mut foreign = record();
         foreign.why = Err(DeadLetterHeaderError::Missing {

@@ -38,9 +38,79 @@ impl fmt::Display for DeadLetterOffset {
     }
 }
 
+/// A part of the failed message that a dead letter shrunk to fit the
+/// broker's size limit leaves out (named in `sluice.omitted`), with the size
+/// the stage recorded for it. Such a dead letter no longer holds the
+/// message that failed, so replaying it would not put that message back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OmittedPart {
+    /// `value`, `headers` or `key`, as the stage names it.
+    pub part: String,
+    /// Its size in the original message in bytes (for headers: names plus
+    /// values), or `None` when the stage recorded no readable size.
+    pub original_size: Option<u64>,
+}
+
+impl OmittedPart {
+    pub const VALUE: &'static str = "value";
+    pub const HEADERS: &'static str = "headers";
+    pub const KEY: &'static str = "key";
+
+    /// The header carrying the original size of `part`, for the parts the
+    /// stage knows.
+    fn size_header(part: &str) -> Option<&'static str> {
+        match part {
+            Self::VALUE => Some(DeadLetterHeaders::ORIGINAL_VALUE_SIZE),
+            Self::HEADERS => Some(DeadLetterHeaders::ORIGINAL_HEADERS_SIZE),
+            Self::KEY => Some(DeadLetterHeaders::ORIGINAL_KEY_SIZE),
+            _ => None,
+        }
+    }
+
+    /// The omission the stage's own headers (`block`: from its last
+    /// `sluice.reason` on) describe; empty for a dead letter kept whole.
+    /// Where a name repeats, the last counts, as for the other `sluice.*`
+    /// headers. An earlier stage's `sluice.omitted` among the original
+    /// headers is about that stage's dead letter, not this one.
+    fn from_block(block: &[(String, Vec<u8>)]) -> Vec<OmittedPart> {
+        let last = |name: &str| -> Option<String> {
+            block
+                .iter()
+                .rev()
+                .find(|(header, _)| header == name)
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        };
+        let Some(omitted) = last(DeadLetterHeaders::OMITTED) else {
+            return Vec::new();
+        };
+        omitted
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| OmittedPart {
+                part: part.to_owned(),
+                original_size: Self::size_header(part)
+                    .and_then(&last)
+                    .and_then(|size| size.trim().parse().ok()),
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for OmittedPart {
+    /// `value (1048600 bytes)`.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.original_size {
+            Some(size) => write!(formatter, "{} ({size} bytes)", self.part),
+            None => write!(formatter, "{} (size not recorded)", self.part),
+        }
+    }
+}
+
 /// One dead letter. The stage wrote the original headers (without their
 /// `traceparent`), then its `sluice.*` headers, then a `traceparent` of
-/// its own; this undoes that.
+/// its own, then, for a dead letter shrunk to fit the broker's size limit,
+/// `sluice.omitted` and the original sizes; this undoes that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetterRecord {
     pub topic: String,
@@ -51,6 +121,9 @@ pub struct DeadLetterRecord {
     pub value: Option<Vec<u8>>,
     /// The failed message's own headers, in order.
     pub original_headers: Vec<(String, Vec<u8>)>,
+    /// What of the failed message this dead letter leaves out, in the
+    /// order `sluice.omitted` names it; empty when it holds all of it.
+    pub omitted: Vec<OmittedPart>,
     /// The trace context the stage gave the dead letter: the failed hop.
     pub trace: Option<TraceParent>,
     /// The stage's `sluice.*` headers, or why they are not usable (a record
@@ -75,6 +148,7 @@ impl DeadLetterRecord {
             .iter()
             .rposition(|(name, _)| name == DeadLetterHeaders::REASON)
             .unwrap_or(record.headers.len());
+        let omitted = OmittedPart::from_block(&record.headers[block_start..]);
         let original_headers = record
             .headers
             .into_iter()
@@ -94,9 +168,16 @@ impl DeadLetterRecord {
             key: record.key,
             value: record.value,
             original_headers,
+            omitted,
             trace,
             why,
         }
+    }
+
+    /// Whether this dead letter leaves `part` ([`OmittedPart::VALUE`] etc.)
+    /// of the failed message out.
+    pub fn omits(&self, part: &str) -> bool {
+        self.omitted.iter().any(|omitted| omitted.part == part)
     }
 
     /// `<topic>/<partition>/<offset>`: names this record across topics.
@@ -169,6 +250,91 @@ mod tests {
         assert_eq!(record.original_headers, [header("a", "1")]);
         assert_eq!(record.trace, None);
         assert!(record.why.is_err());
+        assert_eq!(record.omitted, []);
+    }
+
+    fn omitted(part: &str, original_size: Option<u64>) -> OmittedPart {
+        OmittedPart {
+            part: part.to_owned(),
+            original_size,
+        }
+    }
+
+    fn shrunk(original: Vec<(String, Vec<u8>)>, omission: &[(&str, &str)]) -> DeadLetterRecord {
+        // As the stage writes it: the omission after its own trace context.
+        let mut headers = original;
+        headers.extend(why().to_headers());
+        headers.push(header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
+        headers.extend(omission.iter().map(|(name, value)| header(name, value)));
+        DeadLetterRecord::from_consumed(ConsumedRecord {
+            partition: TopicPartition::new("dlq", 0),
+            offset: 3,
+            timestamp_ms: None,
+            key: Some(b"k".to_vec()),
+            value: None,
+            headers,
+        })
+    }
+
+    #[test]
+    fn a_shrunk_dead_letter_says_what_it_left_out_and_how_big_it_was() {
+        let record = shrunk(
+            Vec::new(),
+            &[
+                (DeadLetterHeaders::ORIGINAL_VALUE_SIZE, "1048600"),
+                (DeadLetterHeaders::ORIGINAL_HEADERS_SIZE, "17"),
+                (DeadLetterHeaders::OMITTED, "value,headers"),
+            ],
+        );
+        assert_eq!(
+            record.omitted,
+            [omitted("value", Some(1_048_600)), omitted("headers", Some(17))]
+        );
+        assert!(record.omits(OmittedPart::VALUE) && record.omits(OmittedPart::HEADERS));
+        assert!(!record.omits(OmittedPart::KEY));
+        assert_eq!(record.original_headers, []);
+        assert_eq!(record.why, Ok(why()));
+        assert_eq!(record.omitted[0].to_string(), "value (1048600 bytes)");
+    }
+
+    #[test]
+    fn an_earlier_stages_omission_among_the_original_headers_is_not_this_ones() {
+        let earlier = vec![
+            header(DeadLetterHeaders::ORIGINAL_KEY_SIZE, "3"),
+            header(DeadLetterHeaders::OMITTED, "key"),
+        ];
+        let whole = shrunk(earlier.clone(), &[]);
+        assert_eq!(whole.omitted, []);
+        assert_eq!(whole.original_headers, earlier);
+        let without_value = shrunk(
+            earlier.clone(),
+            &[
+                (DeadLetterHeaders::ORIGINAL_VALUE_SIZE, "9"),
+                (DeadLetterHeaders::OMITTED, "value"),
+            ],
+        );
+        assert_eq!(without_value.omitted, [omitted("value", Some(9))]);
+        assert_eq!(without_value.original_headers, earlier);
+    }
+
+    #[test]
+    fn an_omission_without_a_readable_size_still_counts() {
+        let mut headers = why().to_headers();
+        headers.push(header(DeadLetterHeaders::ORIGINAL_KEY_SIZE, "many"));
+        headers.push(header(DeadLetterHeaders::OMITTED, " key , "));
+        let record = DeadLetterRecord::from_consumed(ConsumedRecord {
+            partition: TopicPartition::new("dlq", 0),
+            offset: 0,
+            timestamp_ms: None,
+            key: None,
+            value: None,
+            headers,
+        });
+        assert_eq!(record.omitted, [omitted("key", None)]);
+        assert_eq!(record.omitted[0].to_string(), "key (size not recorded)");
     }
 
     #[test]

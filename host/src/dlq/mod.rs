@@ -12,7 +12,7 @@ mod replayer;
 mod selection;
 mod stage_kafka;
 
-pub use dead_letter_record::{DeadLetterOffset, DeadLetterRecord};
+pub use dead_letter_record::{DeadLetterOffset, DeadLetterRecord, OmittedPart};
 pub use error::DlqError;
 pub use replay_plan::{PlannedReplay, REPLAYED_FROM_HEADER, ReplayPlanner, SkippedDeadLetter};
 pub use replayer::{DoneMarks, ReplayOutcome, replay};

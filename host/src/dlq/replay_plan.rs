@@ -202,6 +202,7 @@ dead_letter_topic = "dlq"
             key: Some(b"k".to_vec()),
             value: Some(b"v".to_vec()),
             original_headers: vec![header("message-id", "m-1"), header(REPLAYED_FROM_HEADER, "dlq/0/0")],
+            omitted: Vec::new(),
             trace: TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             why: Ok(DeadLetterHeaders {
                 reason: "r".into(),

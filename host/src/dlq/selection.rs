@@ -68,6 +68,7 @@ mod tests {
             key: None,
             value: None,
             original_headers: Vec::new(),
+            omitted: Vec::new(),
             trace: None,
             why: Ok(DeadLetterHeaders {
                 reason: reason.into(),
