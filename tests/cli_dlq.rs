@@ -1,6 +1,8 @@
 //! `sluice dlq inspect` and `sluice dlq replay` against tansu and a real
 //! Redis: dead letters listed as the stage wrote them, chosen ones put back
-//! through a fixed stage exactly once, and bad input refused quickly.
+//! through a fixed stage exactly once, in bounded chunks, shrunk ones
+//! skipped unless allowed, a failing chunk stopping the replay with an
+//! exact account, and bad input refused quickly.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +10,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
@@ -697,4 +700,458 @@ fn the_topic_reader_stops_where_each_partition_ended_when_it_opened() {
     assert_eq!(keys, expected);
     assert_eq!(ended_by[1], (1, EndedBy::EndOfPartition));
     assert!(took < Duration::from_secs(8), "no idle timeout: {took:?}");
+}
+
+/// A message known only by its `message-id` header, for the done-marks of
+/// stages deduplicating by `header_dedup`.
+struct WithMessageId(String);
+
+impl Identifiable for WithMessageId {
+    fn topic(&self) -> &str {
+        "in"
+    }
+    fn partition(&self) -> i32 {
+        0
+    }
+    fn offset(&self) -> i64 {
+        0
+    }
+    fn key(&self) -> Option<&[u8]> {
+        None
+    }
+    fn value(&self) -> Option<&[u8]> {
+        None
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        (name == "message-id").then_some(self.0.as_bytes())
+    }
+}
+
+/// Mark these message ids done in `redis`, as `test-stage` with
+/// `header_dedup` does once their dead letters are written.
+fn mark_done(redis: &Redis, ids: &[String]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let store =
+        RedisStore::open(&[redis.url()], false, Duration::from_secs(600), Duration::from_secs(2)).expect("store opens");
+    let maker = KeyMaker::new("test-stage", sluice::config::DedupKeyKind::Header, Some("message-id"));
+    let keys: Vec<DedupKey> = ids
+        .iter()
+        .map(|id| maker.key_for(&WithMessageId(id.clone())).unwrap())
+        .collect();
+    runtime.block_on(store.mark_done(&keys)).expect("marked");
+}
+
+fn sorted(mut texts: Vec<String>) -> Vec<String> {
+    texts.sort();
+    texts
+}
+
+#[test]
+fn a_replay_larger_than_a_chunk_replays_every_record_once() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 2);
+    // Seven dead letters over both partitions of the DLQ, all from
+    // partition 0 of `in`; each message marked done, as the stage left it.
+    let dead_letters: Vec<Input> = (0..7)
+        .map(|n| {
+            let mut input = synthetic_dead_letter(&format!("k{n}"), "boom", n);
+            input.partition = (n % 2) as i32;
+            input
+        })
+        .collect();
+    produce(&brokers, "dlq", &dead_letters);
+    let ids: Vec<String> = (0..7).map(|n| format!("id-k{n}")).collect();
+    mark_done(&redis, &ids);
+    assert_eq!(redis.keys("sluice:test-stage:done:header:*").len(), 7);
+    let stage = StageFile::for_plugin(&brokers, "uppercase", "dlq-chunks", TOPICS, &header_dedup(&redis.url()));
+    let places: HashMap<String, String> = dlq("inspect", &stage.path, &["--json"])
+        .json_lines()
+        .iter()
+        .map(|line| {
+            (
+                line["key"].as_str().unwrap().to_owned(),
+                format!("{}:{}", line["partition"], line["offset"]),
+            )
+        })
+        .collect();
+    assert_eq!(places.len(), 7);
+
+    // Three records a chunk: chunks of 3, 3 and 1.
+    let dry_run = dlq("replay", &stage.path, &["--dry-run", "--chunk-records", "3"]);
+    assert!(dry_run.status.success(), "{}", dry_run.describe());
+    assert_eq!(dry_run.stdout.matches("would replay dlq ").count(), 7);
+    assert!(
+        dry_run.stdout.lines().last().is_some_and(|line| line
+            .starts_with("dry run: would replay 7 of 7 matched (0 skipped); would clear up to 7 done-marks in ")),
+        "{}",
+        dry_run.describe()
+    );
+    assert!(!dry_run.stderr.contains("so far"), "{}", dry_run.describe());
+    assert!(read_all(&brokers, "in").is_empty(), "a dry run produces nothing");
+    assert_eq!(redis.keys("sluice:test-stage:done:header:*").len(), 7);
+
+    let replayed = dlq("replay", &stage.path, &["--chunk-records", "3"]);
+    assert!(replayed.status.success(), "{}", replayed.describe());
+    println!(
+        "sluice dlq replay --chunk-records 3:\n{}{}",
+        replayed.stdout, replayed.stderr
+    );
+    let replay_lines: Vec<&str> = replayed
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("replay dlq "))
+        .collect();
+    assert_eq!(replay_lines.len(), 7, "{}", replayed.describe());
+    assert_eq!(
+        replayed.stdout.lines().last(),
+        Some("replayed 7 of 7 matched (0 skipped); cleared 7 done-marks"),
+        "{}",
+        replayed.describe()
+    );
+    let progress: Vec<&str> = replayed.stderr.lines().filter(|line| line.contains("so far")).collect();
+    assert_eq!(
+        progress,
+        [
+            "so far 3 replayed and acknowledged",
+            "so far 6 replayed and acknowledged"
+        ],
+        "{}",
+        replayed.describe()
+    );
+    let inputs = read_all(&brokers, "in");
+    assert_eq!(
+        sorted(inputs.iter().map(Record::key_text).collect()),
+        (0..7).map(|n| format!("k{n}")).collect::<Vec<_>>(),
+        "each exactly once"
+    );
+    for record in &inputs {
+        let key = record.key_text();
+        assert_eq!(record.partition, 0, "back to the source partition");
+        assert_eq!(record.value_text(), format!("value of {key}"));
+        assert_eq!(record.header("message-id"), Some(format!("id-{key}")));
+        assert_eq!(
+            record.header("sluice.replayed-from"),
+            Some(format!("dlq/{}", places[&key].replace(':', "/")))
+        );
+    }
+    assert!(redis.keys("sluice:test-stage:done:*").is_empty());
+
+    // One byte a chunk: every record is a chunk of its own, produced as
+    // soon as it is read.
+    let picked = [places["k0"].as_str(), places["k1"].as_str(), places["k2"].as_str()];
+    let one_each = dlq(
+        "replay",
+        &stage.path,
+        &[
+            "--chunk-bytes",
+            "1",
+            "--offset",
+            picked[0],
+            "--offset",
+            picked[1],
+            "--offset",
+            picked[2],
+        ],
+    );
+    assert!(one_each.status.success(), "{}", one_each.describe());
+    let progress: Vec<&str> = one_each.stderr.lines().filter(|line| line.contains("so far")).collect();
+    assert_eq!(
+        progress,
+        [
+            "so far 1 replayed and acknowledged",
+            "so far 2 replayed and acknowledged",
+            "so far 3 replayed and acknowledged"
+        ],
+        "{}",
+        one_each.describe()
+    );
+    assert_eq!(
+        one_each.stdout.lines().last(),
+        Some("replayed 3 of 3 matched (0 skipped); cleared 0 done-marks"),
+        "{}",
+        one_each.describe()
+    );
+    let again: Vec<String> = read_all(&brokers, "in")
+        .iter()
+        .filter(|record| record.offset >= 7)
+        .map(Record::key_text)
+        .collect();
+    assert_eq!(sorted(again), ["k0", "k1", "k2"]);
+}
+
+/// Produce one record to partition 0 of `topic` exactly as given: a
+/// missing key or value stays missing (null), as a shrunk dead letter has.
+fn produce_raw(brokers: &str, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(String, Vec<u8>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(value),
+        });
+    }
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(0).headers(owned);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
+    producer.send(record).map_err(|(error, _)| error).expect("queued");
+    producer.flush(Duration::from_secs(30)).expect("acknowledged");
+}
+
+/// A dead letter as the stage writes one shrunk to fit the broker's size
+/// limit: the omitted parts gone, then `sluice.omitted` and their sizes
+/// after the stage's own headers.
+fn produce_shrunk(brokers: &str, key: &str, omitted: &[(&str, &str, usize)]) {
+    let omits = |part: &str| omitted.iter().any(|(name, _, _)| *name == part);
+    let mut headers = Vec::new();
+    if !omits("headers") {
+        headers.push(("message-id".to_owned(), format!("id-{key}").into_bytes()));
+    }
+    headers.extend(synthetic_dead_letter(key, "boom", 0).headers.into_iter().skip(1));
+    headers.push((
+        "traceparent".to_owned(),
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec(),
+    ));
+    for (_, size_header, size) in omitted {
+        headers.push(((*size_header).to_owned(), size.to_string().into_bytes()));
+    }
+    let parts: Vec<&str> = omitted.iter().map(|(part, _, _)| *part).collect();
+    headers.push((DeadLetterHeaders::OMITTED.to_owned(), parts.join(",").into_bytes()));
+    let key = (!omits("key")).then_some(key.as_bytes());
+    produce_raw(brokers, "dlq", key, None, &headers);
+}
+
+#[test]
+fn a_shrunk_dead_letter_is_skipped_unless_replaying_what_is_left_is_allowed() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 1);
+    produce(&brokers, "dlq", &[synthetic_dead_letter("k1", "boom", 0)]);
+    let value = ("value", DeadLetterHeaders::ORIGINAL_VALUE_SIZE, 2_000_000);
+    produce_shrunk(&brokers, "k2", &[value]);
+    produce_shrunk(
+        &brokers,
+        "k3",
+        &[
+            value,
+            ("headers", DeadLetterHeaders::ORIGINAL_HEADERS_SIZE, 16),
+            ("key", DeadLetterHeaders::ORIGINAL_KEY_SIZE, 2),
+        ],
+    );
+    mark_done(&redis, &["id-k1".to_owned(), "id-k2".to_owned(), "id-k3".to_owned()]);
+    let stage = StageFile::for_plugin(&brokers, "uppercase", "dlq-shrunk", TOPICS, &header_dedup(&redis.url()));
+
+    let inspected = dlq("inspect", &stage.path, &["--json"]);
+    assert!(inspected.status.success(), "{}", inspected.describe());
+    let lines = inspected.json_lines();
+    assert_eq!(lines.len(), 3, "{}", inspected.describe());
+    assert_eq!(lines[0]["key"], "k1");
+    assert_eq!(lines[0]["omitted"], serde_json::json!({}));
+    assert_eq!(lines[1]["key"], "k2");
+    assert_eq!(lines[1]["value"], Value::Null);
+    assert_eq!(header_of(&lines[1], "message-id"), Some("id-k2"));
+    assert_eq!(lines[1]["omitted"], serde_json::json!({"value": 2_000_000}));
+    assert_eq!(lines[1]["dead_letter"]["reason"], "boom");
+    assert_eq!(lines[2]["key"], Value::Null);
+    assert_eq!(lines[2]["headers"], serde_json::json!([]));
+    assert_eq!(
+        lines[2]["omitted"],
+        serde_json::json!({"value": 2_000_000, "headers": 16, "key": 2})
+    );
+    let as_text = dlq("inspect", &stage.path, &[]);
+    assert!(as_text.status.success(), "{}", as_text.describe());
+    println!("sluice dlq inspect:\n{}{}", as_text.stdout, as_text.stderr);
+    assert_eq!(
+        as_text
+            .stdout
+            .matches("\n  value:    left out to fit the broker's size limit (was 2000000 bytes)\n")
+            .count(),
+        2,
+        "{}",
+        as_text.describe()
+    );
+    assert!(
+        as_text
+            .stdout
+            .contains("\n  key:      left out to fit the broker's size limit (was 2 bytes)\n")
+            && as_text
+                .stdout
+                .contains("\n  headers:  left out to fit the broker's size limit (was 16 bytes)\n"),
+        "{}",
+        as_text.describe()
+    );
+
+    let replayed = dlq("replay", &stage.path, &[]);
+    assert!(replayed.status.success(), "{}", replayed.describe());
+    println!("sluice dlq replay:\n{}{}", replayed.stdout, replayed.stderr);
+    assert_eq!(
+        replayed.stdout,
+        "replay dlq 0:0 -> in/0\n\
+         skip dlq 0:1: incomplete: the stage left out its value (2000000 bytes) to fit the broker's size limit; \
+         pass --allow-incomplete to replay what is left\n\
+         skip dlq 0:2: incomplete: the stage left out its value (2000000 bytes), headers (16 bytes) and key (2 bytes) \
+         to fit the broker's size limit; pass --allow-incomplete to replay what is left\n\
+         replayed 1 of 3 matched (2 skipped: shrunk to fit the broker's size limit (pass --allow-incomplete to \
+         replay what is left)); cleared 1 done-marks\n",
+        "{}",
+        replayed.describe()
+    );
+    let inputs = read_all(&brokers, "in");
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(inputs[0].key_text(), "k1");
+    assert_eq!(
+        sorted(redis.keys("sluice:test-stage:done:header:*")),
+        [
+            "sluice:test-stage:done:header:id-k2",
+            "sluice:test-stage:done:header:id-k3"
+        ]
+    );
+
+    let allowed = dlq(
+        "replay",
+        &stage.path,
+        &["--allow-incomplete", "--offset", "0:1", "--offset", "0:2"],
+    );
+    assert!(allowed.status.success(), "{}", allowed.describe());
+    println!(
+        "sluice dlq replay --allow-incomplete:\n{}{}",
+        allowed.stdout, allowed.stderr
+    );
+    assert_eq!(
+        allowed.stdout,
+        "replay dlq 0:1 -> in/0 (incomplete: without its value (2000000 bytes))\n\
+         replay dlq 0:2 -> in/0 (incomplete: without its value (2000000 bytes), headers (16 bytes) and key (2 bytes); \
+         its done-mark is made from what was left out, so it cannot be cleared)\n\
+         replayed 2 of 2 matched (0 skipped, 2 incomplete); cleared 1 done-marks\n",
+        "{}",
+        allowed.describe()
+    );
+    let inputs = read_all(&brokers, "in");
+    assert_eq!(inputs.len(), 3);
+    let without_value = &inputs[1];
+    assert_eq!(without_value.key_text(), "k2");
+    assert_eq!(without_value.value, None);
+    assert_eq!(without_value.header("message-id").as_deref(), Some("id-k2"));
+    assert_eq!(without_value.header("sluice.replayed-from").as_deref(), Some("dlq/0/1"));
+    let bare = &inputs[2];
+    assert_eq!((&bare.key, &bare.value), (&None, &None));
+    let names: Vec<&str> = bare.headers.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["sluice.replayed-from", "traceparent"]);
+    assert_eq!(bare.header("sluice.replayed-from").as_deref(), Some("dlq/0/2"));
+    assert_eq!(
+        trace_id(&bare.header("traceparent").unwrap()),
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the dead letter's trace goes on"
+    );
+    assert_eq!(
+        redis.keys("sluice:test-stage:done:header:*"),
+        ["sluice:test-stage:done:header:id-k3"],
+        "k3's mark cannot be known from what is left"
+    );
+}
+
+#[test]
+fn a_failed_chunk_stops_the_replay_and_says_how_many_were_acknowledged() {
+    let broker = Broker::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 1);
+    // k3 is larger than the stage's producer may send.
+    let dead_letters: Vec<Input> = (0..6)
+        .map(|n| {
+            let mut input = synthetic_dead_letter(&format!("k{n}"), "boom", n);
+            if n == 3 {
+                input.value = vec![b'x'; 5000];
+            }
+            input
+        })
+        .collect();
+    produce(&brokers, "dlq", &dead_letters);
+    let stage = StageFile::for_plugin(
+        &brokers,
+        "uppercase",
+        "dlq-failed-chunk",
+        TOPICS,
+        "[kafka.producer_properties]\n\"message.max.bytes\" = \"2000\"\n",
+    );
+
+    let failed = dlq("replay", &stage.path, &["--chunk-records", "2"]);
+    println!("sluice dlq replay, failing:\n{}{}", failed.stdout, failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.describe());
+    assert_eq!(
+        failed.stdout,
+        "replay dlq 0:0 -> in/0\nreplay dlq 0:1 -> in/0\nreplay dlq 0:2 -> in/0\nreplay dlq 0:3 -> in/0\n",
+        "nothing read past the failed chunk: {}",
+        failed.describe()
+    );
+    let error = failed
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{}", failed.describe()));
+    assert!(
+        error.starts_with("error: 1 of 4 replayed records were not acknowledged by the broker: 0:3 (")
+            && error.ends_with(
+                "); the other 3 were. To retry only the failed ones, pass their --offset. The replay stopped there: \
+                 dead letters not yet read from the topic were not looked at"
+            ),
+        "{}",
+        failed.describe()
+    );
+    let inputs: Vec<String> = read_all(&brokers, "in").iter().map(Record::key_text).collect();
+    assert_eq!(inputs, ["k0", "k1", "k2"]);
+}
+
+#[test]
+fn a_chunk_slower_than_the_idle_timeout_does_not_end_the_reading() {
+    let broker = Broker::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 1);
+    let dead_letters: Vec<Input> = (0..3)
+        .map(|n| synthetic_dead_letter(&format!("k{n}"), "boom", n))
+        .collect();
+    produce(&brokers, "dlq", &dead_letters);
+    // Each one-record chunk lingers 2.5 s before it is sent, longer than
+    // the reader's idle timeout: the wait is the replay's, not the topic's.
+    let stage = StageFile::for_plugin(
+        &brokers,
+        "uppercase",
+        "dlq-slow-chunk",
+        TOPICS,
+        "[kafka.producer_properties]\n\"linger.ms\" = \"2500\"\n",
+    );
+    let replayed = dlq("replay", &stage.path, &["--chunk-records", "1", "--idle-timeout", "2"]);
+    assert!(replayed.status.success(), "{}", replayed.describe());
+    assert!(
+        replayed.took >= Duration::from_millis(7500),
+        "three chunks, each lingering: {}",
+        replayed.describe()
+    );
+    assert_eq!(
+        replayed.stdout.lines().last(),
+        Some("replayed 3 of 3 matched (0 skipped)"),
+        "{}",
+        replayed.describe()
+    );
+    assert!(
+        replayed.stderr.contains("matched 3 of 3 dead letters in dlq\n") && !replayed.stderr.contains("idle"),
+        "{}",
+        replayed.describe()
+    );
+    let inputs: Vec<String> = read_all(&brokers, "in").iter().map(Record::key_text).collect();
+    assert_eq!(inputs, ["k0", "k1", "k2"]);
 }

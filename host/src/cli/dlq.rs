@@ -1,6 +1,8 @@
 //! `sluice dlq inspect` and `sluice dlq replay`: look at a stage's dead
 //! letters, and put chosen ones back through the stage.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +13,7 @@ use anyhow::Context;
 use super::dlq_listing;
 use crate::config::{self, StageConfig};
 use crate::dlq::{
-    self, DeadLetterOffset, DeadLetterRecord, DeadLetters, DoneMarks, PlannedReplay, ReplayPlanner, Selection,
+    ChunkBounds, DeadLetterOffset, DeadLetterRecord, DeadLetters, DoneMarks, ReplayPlanner, Replayer, Selection,
     SkippedDeadLetter, StageKafka,
 };
 use crate::kafka::EndedBy;
@@ -32,7 +34,9 @@ enum DlqCommand {
     /// Produce chosen dead letters back to their source topic (same
     /// partition, original key, value and headers, plus a
     /// `sluice.replayed-from` header), after clearing their dedup
-    /// done-marks so the stage handles them again.
+    /// done-marks so the stage handles them again. Goes in chunks of at most
+    /// 1000 records or 16 MiB: each chunk's marks are cleared, then its
+    /// records produced and acknowledged, before the next is read.
     Replay(ReplayArgs),
 }
 
@@ -52,6 +56,17 @@ struct ReplayArgs {
     /// Show what would be replayed; produce nothing, clear nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Replay dead letters that the stage shrunk to fit the broker's size
+    /// limit (`sluice.omitted`) with what they still hold, instead of
+    /// skipping them: the copy lacks the value, headers or key left out.
+    #[arg(long)]
+    allow_incomplete: bool,
+    /// Most records produced at once (memory bound; for tests).
+    #[arg(long, hide = true, default_value_t = ChunkBounds::DEFAULT.records, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    chunk_records: usize,
+    /// Most bytes of records produced at once (memory bound; for tests).
+    #[arg(long, hide = true, default_value_t = ChunkBounds::DEFAULT.bytes, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    chunk_bytes: usize,
 }
 
 /// The stage and which of its dead letters a command is about.
@@ -108,7 +123,9 @@ impl Choice {
         Ok((config, kafka))
     }
 
-    /// Read every matching dead letter, handing each to `matched`.
+    /// Read every matching dead letter, handing each to `matched` as it
+    /// arrives. Nothing is kept here, so what a command holds is what its
+    /// `matched` keeps: `inspect` prints and drops each record.
     fn read(
         &self,
         config: &StageConfig,
@@ -186,6 +203,8 @@ pub(crate) fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints each record as it is read, flushed so that a pipe sees it at
+/// once, and keeps none.
 fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let (config, kafka) = args.choice.open()?;
     let mut stdout = std::io::stdout().lock();
@@ -202,6 +221,9 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Streams: each matching dead letter is planned as it is read, printed,
+/// and handed to a [`Replayer`], which holds at most one chunk; what stays
+/// are counters.
 fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let (config, kafka) = args.choice.open()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -211,87 +233,138 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // The Redis client needs a runtime to exist in, even before it connects.
     let _in_runtime = runtime.enter();
     let marks = DoneMarks::for_stage(&config)?;
-    let mut chosen = Vec::new();
-    let reading = args.choice.read(&config, &kafka, |record| {
-        chosen.push(record);
-        Ok(())
-    })?;
-    let planner = ReplayPlanner::for_stage(&config);
-    let mut replays: Vec<PlannedReplay> = Vec::new();
-    let mut skipped: Vec<SkippedDeadLetter> = Vec::new();
-    for record in &chosen {
-        match planner.plan(record) {
-            Ok(replay) => replays.push(replay),
-            Err(skip) => skipped.push(skip),
-        }
-    }
-    let verb = if args.dry_run { "would replay" } else { "replay" };
-    for replay in &replays {
-        println!(
-            "{verb} {} {} -> {}/{}",
-            config.kafka.dead_letter_topic, replay.at, replay.record.topic, replay.partition
-        );
-    }
-    for skip in &skipped {
-        println!("skip {} {}: {}", config.kafka.dead_letter_topic, skip.at, skip.why);
-    }
-    eprintln!("{}", reading.summary());
-
-    let marks_to_clear = replays.iter().filter(|replay| replay.done_mark.is_some()).count();
-    if args.dry_run {
-        println!(
-            "dry run: would replay {} of {} matched ({}){}",
-            replays.len(),
-            reading.matched,
-            skipped_note(&skipped),
-            marks_note(&marks, marks_to_clear, true)
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let DoneMarks::InStageMemory = marks {
+    if !args.dry_run && matches!(marks, DoneMarks::InStageMemory) {
         tracing::warn!(
             "the stage keeps its dedup marks in its own memory (no dedup.redis_url), which replay cannot reach: a \
              running stage skips a replayed message whose key it still remembers; restart the stage to make it forget"
         );
     }
-    let outcome = if replays.is_empty() {
-        dlq::ReplayOutcome {
-            replayed: 0,
-            marks_cleared: 0,
-        }
-    } else {
-        let mut topics: Vec<&str> = replays.iter().map(|replay| replay.record.topic.as_str()).collect();
-        topics.sort_unstable();
-        topics.dedup();
-        runtime.block_on(async {
-            kafka.check_topics(&topics).await?;
-            dlq::replay(&replays, &kafka.producer()?, &marks).await
-        })?
+    let planner = ReplayPlanner::for_stage(&config).allowing_incomplete(args.allow_incomplete);
+    let bounds = ChunkBounds {
+        records: args.chunk_records,
+        bytes: args.chunk_bytes,
     };
+    let mut replayer = (!args.dry_run).then(|| Replayer::new(&kafka, &marks, bounds));
+    let dlq_topic = &config.kafka.dead_letter_topic;
+    let verb = if args.dry_run { "would replay" } else { "replay" };
+    let mut tally = ReplayTally::default();
+    let reading = args.choice.read(&config, &kafka, |record| {
+        match planner.plan(record) {
+            Ok(replay) => {
+                let incomplete = replay
+                    .incomplete
+                    .as_ref()
+                    .map(|incomplete| format!(" ({incomplete})"))
+                    .unwrap_or_default();
+                println!(
+                    "{verb} {dlq_topic} {} -> {}/{}{incomplete}",
+                    replay.at, replay.record.topic, replay.partition
+                );
+                tally.planned += 1;
+                tally.incomplete += u64::from(replay.incomplete.is_some());
+                tally.marks_to_clear += u64::from(replay.done_mark.is_some());
+                if let Some(replayer) = &mut replayer
+                    && runtime.block_on(replayer.add(replay))?
+                {
+                    eprintln!("so far {} replayed and acknowledged", replayer.so_far().replayed);
+                }
+            }
+            Err(skip) => {
+                println!("skip {dlq_topic} {}: {}", skip.at, skip.why);
+                tally.skipped.add(&skip);
+            }
+        }
+        Ok(())
+    })?;
+
+    let Some(replayer) = replayer else {
+        eprintln!("{}", reading.summary());
+        println!(
+            "dry run: would replay {} of {} matched ({}){}",
+            tally.planned,
+            reading.matched,
+            tally.counts(),
+            marks_note(&marks, tally.marks_to_clear, true)
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let outcome = runtime.block_on(replayer.finish())?;
+    eprintln!("{}", reading.summary());
     let marks_done = match marks {
         DoneMarks::Store(_) => format!("; cleared {} done-marks", outcome.marks_cleared),
-        _ => marks_note(&marks, marks_to_clear, false),
+        _ => marks_note(&marks, tally.marks_to_clear, false),
     };
     println!(
         "replayed {} of {} matched ({}){marks_done}",
         outcome.replayed,
         reading.matched,
-        skipped_note(&skipped),
+        tally.counts(),
     );
     Ok(ExitCode::SUCCESS)
 }
 
-fn skipped_note(skipped: &[SkippedDeadLetter]) -> String {
-    if skipped.is_empty() {
-        return "0 skipped".to_owned();
-    }
-    let mut reasons: Vec<&str> = skipped.iter().map(|skip| skip.why.as_str()).collect();
-    reasons.sort_unstable();
-    reasons.dedup();
-    format!("{} skipped: {}", skipped.len(), reasons.join("; "))
+/// What a replay planned, counted as it goes.
+#[derive(Debug, Default)]
+struct ReplayTally {
+    planned: u64,
+    /// Planned replays of shrunk dead letters (with --allow-incomplete).
+    incomplete: u64,
+    marks_to_clear: u64,
+    skipped: SkipTally,
 }
 
-fn marks_note(marks: &DoneMarks, marks_to_clear: usize, dry_run: bool) -> String {
+impl ReplayTally {
+    /// `0 skipped`, `2 skipped: <why>; <why>`, then `, 1 incomplete` when
+    /// some replays are.
+    fn counts(&self) -> String {
+        let mut counts = self.skipped.to_string();
+        if self.incomplete > 0 {
+            counts.push_str(&format!(", {} incomplete", self.incomplete));
+        }
+        counts
+    }
+}
+
+/// How many dead letters were skipped and the distinct kinds of reason,
+/// up to [`SkipTally::KINDS`] of them: a reason may name what varies from
+/// record to record (a malformed header's value), and the full reason of
+/// each is on its own `skip` line anyway.
+#[derive(Debug, Default)]
+struct SkipTally {
+    count: u64,
+    kinds: BTreeSet<String>,
+    more_kinds: bool,
+}
+
+impl SkipTally {
+    const KINDS: usize = 8;
+
+    fn add(&mut self, skip: &SkippedDeadLetter) {
+        self.count += 1;
+        let kind = skip.why.kind();
+        if self.kinds.len() < Self::KINDS || self.kinds.contains(&kind) {
+            self.kinds.insert(kind);
+        } else {
+            self.more_kinds = true;
+        }
+    }
+}
+
+impl fmt::Display for SkipTally {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.count == 0 {
+            return formatter.write_str("0 skipped");
+        }
+        let kinds: Vec<&str> = self.kinds.iter().map(String::as_str).collect();
+        write!(formatter, "{} skipped: {}", self.count, kinds.join("; "))?;
+        if self.more_kinds {
+            formatter.write_str("; and other reasons, on the skip lines")?;
+        }
+        Ok(())
+    }
+}
+
+fn marks_note(marks: &DoneMarks, marks_to_clear: u64, dry_run: bool) -> String {
     match marks {
         DoneMarks::NotDeduplicating => String::new(),
         DoneMarks::ByCoordinates => {
@@ -303,5 +376,69 @@ fn marks_note(marks: &DoneMarks, marks_to_clear: usize, dry_run: bool) -> String
             store.describe()
         ),
         DoneMarks::Store(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dlq::{DeadLetterOffset, OmittedPart, SkipReason};
+
+    fn skip(why: SkipReason) -> SkippedDeadLetter {
+        SkippedDeadLetter {
+            at: DeadLetterOffset {
+                partition: 0,
+                offset: 0,
+            },
+            why,
+        }
+    }
+
+    fn incomplete(size: u64) -> SkipReason {
+        SkipReason::Incomplete(vec![OmittedPart {
+            part: "value".into(),
+            original_size: Some(size),
+        }])
+    }
+
+    #[test]
+    fn skipped_records_are_summed_up_by_kind_of_reason() {
+        let mut tally = ReplayTally::default();
+        assert_eq!(tally.counts(), "0 skipped");
+        tally.skipped.add(&skip(incomplete(5)));
+        tally.skipped.add(&skip(incomplete(6)));
+        tally.skipped.add(&skip(SkipReason::NotAnInput {
+            topic: "t".into(),
+            stage: "s".into(),
+        }));
+        tally.incomplete = 1;
+        assert_eq!(
+            tally.counts(),
+            "3 skipped: its source topic `t` is not an input topic of stage `s`; shrunk to fit the broker's size \
+             limit (pass --allow-incomplete to replay what is left), 1 incomplete"
+        );
+    }
+
+    #[test]
+    fn the_kinds_of_reason_kept_are_bounded() {
+        let mut tally = SkipTally::default();
+        for n in 0..100 {
+            tally.add(&skip(SkipReason::OtherStage {
+                stage: format!("stage-{n:02}"),
+                this_stage: "s".into(),
+            }));
+        }
+        assert_eq!(tally.count, 100);
+        assert_eq!(tally.kinds.len(), SkipTally::KINDS);
+        assert!(
+            tally
+                .to_string()
+                .starts_with("100 skipped: dead-lettered by stage `stage-00`"),
+            "{tally}"
+        );
+        assert!(
+            tally.to_string().ends_with("; and other reasons, on the skip lines"),
+            "{tally}"
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! Turning chosen dead letters back into the messages that failed, ready
 //! to produce to their source topic, or saying why one cannot be.
 
-use super::dead_letter_record::{DeadLetterOffset, DeadLetterRecord};
+use std::fmt;
+
+use super::dead_letter_record::{DeadLetterOffset, DeadLetterRecord, OmittedPart};
 use crate::config::{DedupKeyKind, StageConfig};
 use crate::dedup::{DedupKey, Identifiable, KeyMaker};
 use crate::kafka::OutgoingRecord;
 use crate::observe::{TRACEPARENT_HEADER, TraceParent};
-use crate::pipeline::DeadLetterHeaders;
+use crate::pipeline::{DeadLetterHeaderError, DeadLetterHeaders};
 
 /// Set on every replayed record to `<dlq topic>/<partition>/<offset>` of
 /// the dead letter it came from, so a replayed message can be recognised
@@ -28,13 +30,114 @@ pub struct PlannedReplay {
     /// The done-mark the stage wrote for the original message, which would
     /// make it skip the replayed copy as a duplicate.
     pub done_mark: Option<DedupKey>,
+    /// Set when the dead letter was shrunk and replaying what is left was
+    /// allowed: the copy is not the message that failed.
+    pub incomplete: Option<IncompleteReplay>,
+}
+
+impl PlannedReplay {
+    /// The bytes this replay holds (key, value, header names and values),
+    /// for bounding how many are held at once.
+    pub fn size(&self) -> usize {
+        let record = &self.record;
+        record.key.as_ref().map_or(0, Vec::len)
+            + record.value.as_ref().map_or(0, Vec::len)
+            + record
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>()
+    }
+}
+
+/// What a replay of a shrunk dead letter lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteReplay {
+    /// What the dead letter left out, so the copy lacks it too.
+    pub omitted: Vec<OmittedPart>,
+    /// The stage's dedup key is made from a part that was left out, so the
+    /// original's done-mark cannot be known and is not cleared.
+    pub done_mark_unknown: bool,
+}
+
+impl fmt::Display for IncompleteReplay {
+    /// `incomplete: without its value (1048600 bytes)`, and when it applies,
+    /// that the done-mark stays.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "incomplete: without its {}", parts_text(&self.omitted))?;
+        if self.done_mark_unknown {
+            formatter.write_str("; its done-mark is made from what was left out, so it cannot be cleared")?;
+        }
+        Ok(())
+    }
 }
 
 /// A chosen dead letter that will not be replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedDeadLetter {
     pub at: DeadLetterOffset,
-    pub why: String,
+    pub why: SkipReason,
+}
+
+/// Why a chosen dead letter is not replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// It has no usable `sluice.*` headers: some other producer wrote it.
+    NotADeadLetter(DeadLetterHeaderError),
+    /// Another stage wrote it: its dedup keys and input topics are that
+    /// stage's.
+    OtherStage { stage: String, this_stage: String },
+    /// It came from a topic this stage does not read.
+    NotAnInput { topic: String, stage: String },
+    /// It was shrunk to fit the broker's size limit, so it no longer holds
+    /// the message that failed, and replaying it was not allowed.
+    Incomplete(Vec<OmittedPart>),
+}
+
+impl SkipReason {
+    /// The reason without what is particular to one record (the sizes of
+    /// an incomplete one), for a summary that groups skipped records.
+    pub fn kind(&self) -> String {
+        match self {
+            SkipReason::Incomplete(_) => {
+                "shrunk to fit the broker's size limit (pass --allow-incomplete to replay what is left)".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::NotADeadLetter(problem) => write!(formatter, "not a sluice dead letter: {problem}"),
+            SkipReason::OtherStage { stage, this_stage } => write!(
+                formatter,
+                "dead-lettered by stage `{stage}`, not `{this_stage}`; replay it with that stage's file"
+            ),
+            SkipReason::NotAnInput { topic, stage } => write!(
+                formatter,
+                "its source topic `{topic}` is not an input topic of stage `{stage}`"
+            ),
+            SkipReason::Incomplete(omitted) => write!(
+                formatter,
+                "incomplete: the stage left out its {} to fit the broker's size limit; pass --allow-incomplete to \
+                 replay what is left",
+                parts_text(omitted)
+            ),
+        }
+    }
+}
+
+/// `value (5 bytes)`, `value (5 bytes) and headers (7 bytes)`, `value (5
+/// bytes), headers (7 bytes) and key (3 bytes)`.
+fn parts_text(omitted: &[OmittedPart]) -> String {
+    let parts: Vec<String> = omitted.iter().map(ToString::to_string).collect();
+    match parts.split_last() {
+        None => "nothing".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// What a stage file says about replaying its dead letters.
@@ -43,11 +146,14 @@ pub struct ReplayPlanner {
     stage_name: String,
     input_topics: Vec<String>,
     dead_letter_topic: String,
-    /// With `[dedup]`, the stage's own key maker. Not for `coordinates`
-    /// keys: a replayed copy gets new coordinates, so the original's mark
-    /// cannot match it, and it is kept so the original offset, if ever
-    /// consumed again, is still skipped.
-    keys: Option<KeyMaker>,
+    /// With `[dedup]`, the stage's key kind and own key maker. Not for
+    /// `coordinates` keys: a replayed copy gets new coordinates, so the
+    /// original's mark cannot match it, and it is kept so the original
+    /// offset, if ever consumed again, is still skipped.
+    keys: Option<(DedupKeyKind, KeyMaker)>,
+    /// Whether a dead letter shrunk to fit the broker's size limit is
+    /// replayed as it is, rather than skipped.
+    allow_incomplete: bool,
 }
 
 impl ReplayPlanner {
@@ -56,43 +162,73 @@ impl ReplayPlanner {
             .dedup
             .as_ref()
             .filter(|dedup| dedup.key != DedupKeyKind::Coordinates)
-            .map(|dedup| KeyMaker::new(&config.stage.name, dedup.key, dedup.header.as_deref()));
+            .map(|dedup| {
+                (
+                    dedup.key,
+                    KeyMaker::new(&config.stage.name, dedup.key, dedup.header.as_deref()),
+                )
+            });
         ReplayPlanner {
             stage_name: config.stage.name.clone(),
             input_topics: config.kafka.input_topics.clone(),
             dead_letter_topic: config.kafka.dead_letter_topic.clone(),
             keys,
+            allow_incomplete: false,
+        }
+    }
+
+    /// Replay dead letters that were shrunk to fit the broker's size limit
+    /// with what they still hold, instead of skipping them.
+    pub fn allowing_incomplete(self, allow_incomplete: bool) -> Self {
+        ReplayPlanner {
+            allow_incomplete,
+            ..self
         }
     }
 
     /// The replay of `record`, or why there is none: it is not a sluice
     /// dead letter, another stage wrote it (its dedup keys and input topics
-    /// are that stage's), or its source topic is not one this stage reads.
-    pub fn plan(&self, record: &DeadLetterRecord) -> Result<PlannedReplay, SkippedDeadLetter> {
-        let skip = |why: String| SkippedDeadLetter { at: record.at, why };
-        let why = record
-            .why
-            .as_ref()
-            .map_err(|problem| skip(format!("not a sluice dead letter: {problem}")))?;
+    /// are that stage's), its source topic is not one this stage reads, or
+    /// it was shrunk and replaying what is left was not allowed. Takes the
+    /// record so that its key, value and headers move into the replay
+    /// rather than being copied.
+    pub fn plan(&self, record: DeadLetterRecord) -> Result<PlannedReplay, SkippedDeadLetter> {
+        let skip = |why: SkipReason| SkippedDeadLetter { at: record.at, why };
+        let why = match &record.why {
+            Ok(why) => why,
+            Err(problem) => return Err(skip(SkipReason::NotADeadLetter(problem.clone()))),
+        };
         if why.stage != self.stage_name {
-            return Err(skip(format!(
-                "dead-lettered by stage `{}`, not `{}`; replay it with that stage's file",
-                why.stage, self.stage_name
-            )));
+            return Err(skip(SkipReason::OtherStage {
+                stage: why.stage.clone(),
+                this_stage: self.stage_name.clone(),
+            }));
         }
         if !self.input_topics.contains(&why.source_topic) {
-            return Err(skip(format!(
-                "its source topic `{}` is not an input topic of stage `{}`",
-                why.source_topic, self.stage_name
-            )));
+            return Err(skip(SkipReason::NotAnInput {
+                topic: why.source_topic.clone(),
+                stage: self.stage_name.clone(),
+            }));
         }
-        let original = OriginalMessage { record, why };
+        if !record.omitted.is_empty() && !self.allow_incomplete {
+            return Err(skip(SkipReason::Incomplete(record.omitted.clone())));
+        }
+        let (done_mark, done_mark_unknown) = match &self.keys {
+            Some((kind, _)) if uses_omitted_part(*kind, &record) => (None, true),
+            Some((_, keys)) => (keys.key_for(&OriginalMessage { record: &record, why }), false),
+            None => (None, false),
+        };
         let trace = record.trace.map_or_else(TraceParent::new_root, |trace| trace.child());
+        let source_topic = why.source_topic.clone();
+        let partition = why.source_partition;
+        let incomplete = (!record.omitted.is_empty()).then(|| IncompleteReplay {
+            omitted: record.omitted.clone(),
+            done_mark_unknown,
+        });
         let mut headers: Vec<(String, Vec<u8>)> = record
             .original_headers
-            .iter()
+            .into_iter()
             .filter(|(name, _)| name != REPLAYED_FROM_HEADER)
-            .cloned()
             .collect();
         headers.push((
             REPLAYED_FROM_HEADER.to_owned(),
@@ -106,14 +242,27 @@ impl ReplayPlanner {
         Ok(PlannedReplay {
             at: record.at,
             record: OutgoingRecord {
-                topic: why.source_topic.clone(),
-                key: record.key.clone(),
-                value: record.value.clone(),
+                topic: source_topic,
+                key: record.key,
+                value: record.value,
                 headers,
             },
-            partition: why.source_partition,
-            done_mark: self.keys.as_ref().and_then(|keys| keys.key_for(&original)),
+            partition,
+            done_mark,
+            incomplete,
         })
+    }
+}
+
+/// Whether the stage's dedup key of a message is made from a part the dead
+/// letter left out: the original's key then cannot be rebuilt, and one
+/// made from what is left would name some other message's mark.
+fn uses_omitted_part(kind: DedupKeyKind, record: &DeadLetterRecord) -> bool {
+    match kind {
+        DedupKeyKind::Header => record.omits(OmittedPart::HEADERS),
+        DedupKeyKind::MessageKey => record.omits(OmittedPart::KEY),
+        DedupKeyKind::ContentHash => record.omits(OmittedPart::KEY) || record.omits(OmittedPart::VALUE),
+        DedupKeyKind::Coordinates => false,
     }
 }
 
@@ -230,7 +379,7 @@ dead_letter_topic = "dlq"
     #[test]
     fn the_replay_is_the_original_message_marked_as_replayed() {
         let planned = ReplayPlanner::for_stage(&config(None))
-            .plan(&dead_letter("upper", "in"))
+            .plan(dead_letter("upper", "in"))
             .expect("replayable");
         assert_eq!(planned.partition, 2);
         assert_eq!(planned.record.topic, "in");
@@ -253,14 +402,14 @@ dead_letter_topic = "dlq"
             (DedupKeyKind::ContentHash, None),
         ] {
             let planned = ReplayPlanner::for_stage(&config(Some((kind, header))))
-                .plan(&dead_letter("upper", "in"))
+                .plan(dead_letter("upper", "in"))
                 .expect("replayable");
             let stage_key = KeyMaker::new("upper", kind, header).key_for(&original());
             assert!(stage_key.is_some());
             assert_eq!(planned.done_mark, stage_key, "{kind:?}");
         }
         let by_coordinates = ReplayPlanner::for_stage(&config(Some((DedupKeyKind::Coordinates, None))))
-            .plan(&dead_letter("upper", "in"))
+            .plan(dead_letter("upper", "in"))
             .expect("replayable");
         assert_eq!(by_coordinates.done_mark, None);
     }
@@ -268,15 +417,21 @@ dead_letter_topic = "dlq"
     #[test]
     fn dead_letters_of_other_stages_or_topics_are_skipped_with_the_reason() {
         let planner = ReplayPlanner::for_stage(&config(None));
-        let other_stage = planner.plan(&dead_letter("parse", "in")).unwrap_err();
-        assert!(other_stage.why.contains("stage `parse`"), "{}", other_stage.why);
-        let other_topic = planner.plan(&dead_letter("upper", "elsewhere")).unwrap_err();
-        assert!(other_topic.why.contains("`elsewhere`"), "{}", other_topic.why);
+        let other_stage = planner.plan(dead_letter("parse", "in")).unwrap_err();
+        assert_eq!(
+            other_stage.why.to_string(),
+            "dead-lettered by stage `parse`, not `upper`; replay it with that stage's file"
+        );
+        let other_topic = planner.plan(dead_letter("upper", "elsewhere")).unwrap_err();
+        assert_eq!(
+            other_topic.why.to_string(),
+            "its source topic `elsewhere` is not an input topic of stage `upper`"
+        );
         let mut foreign = dead_letter("upper", "in");
         foreign.why = Err(crate::pipeline::DeadLetterHeaderError::Missing {
             header: DeadLetterHeaders::SOURCE_TOPIC,
         });
-        let foreign = planner.plan(&foreign).unwrap_err();
+        let foreign = planner.plan(foreign).unwrap_err();
         assert_eq!(
             foreign.at,
             DeadLetterOffset {
@@ -284,6 +439,126 @@ dead_letter_topic = "dlq"
                 offset: 7
             }
         );
-        assert!(foreign.why.contains("sluice.source.topic"), "{}", foreign.why);
+        assert_eq!(
+            foreign.why.to_string(),
+            "not a sluice dead letter: no `sluice.source.topic` header (not a sluice dead letter?)"
+        );
+        assert_eq!(foreign.why.kind(), foreign.why.to_string());
+    }
+
+    fn shrunk(omitted: &[(&str, u64)]) -> DeadLetterRecord {
+        let mut record = dead_letter("upper", "in");
+        record.omitted = omitted
+            .iter()
+            .map(|(part, size)| OmittedPart {
+                part: (*part).to_owned(),
+                original_size: Some(*size),
+            })
+            .collect();
+        if record.omits(OmittedPart::VALUE) {
+            record.value = None;
+        }
+        if record.omits(OmittedPart::HEADERS) {
+            record.original_headers.clear();
+        }
+        if record.omits(OmittedPart::KEY) {
+            record.key = None;
+        }
+        record
+    }
+
+    #[test]
+    fn a_shrunk_dead_letter_is_skipped_saying_what_it_lacks() {
+        let planner = ReplayPlanner::for_stage(&config(None));
+        let skipped = planner
+            .plan(shrunk(&[("value", 1_048_600), ("headers", 17)]))
+            .unwrap_err();
+        assert_eq!(
+            skipped.why.to_string(),
+            "incomplete: the stage left out its value (1048600 bytes) and headers (17 bytes) to fit the broker's \
+             size limit; pass --allow-incomplete to replay what is left"
+        );
+        assert_eq!(
+            skipped.why.kind(),
+            "shrunk to fit the broker's size limit (pass --allow-incomplete to replay what is left)"
+        );
+        let all = planner
+            .plan(shrunk(&[("value", 5), ("headers", 7), ("key", 3)]))
+            .unwrap_err();
+        assert!(
+            all.why
+                .to_string()
+                .contains("its value (5 bytes), headers (7 bytes) and key (3 bytes) to fit"),
+            "{}",
+            all.why
+        );
+    }
+
+    #[test]
+    fn with_incomplete_allowed_what_is_left_is_replayed_and_an_unknowable_mark_is_left() {
+        let header_keys = ReplayPlanner::for_stage(&config(Some((DedupKeyKind::Header, Some("message-id")))))
+            .allowing_incomplete(true);
+        let without_value = header_keys.plan(shrunk(&[("value", 1_048_600)])).expect("replayable");
+        assert_eq!(without_value.record.value, None);
+        assert_eq!(without_value.record.key.as_deref(), Some(b"k".as_slice()));
+        let names: Vec<&str> = without_value
+            .record
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["message-id", REPLAYED_FROM_HEADER, "traceparent"]);
+        assert_eq!(
+            without_value.done_mark,
+            KeyMaker::new("upper", DedupKeyKind::Header, Some("message-id")).key_for(&original()),
+            "the header the key is made from is still there"
+        );
+        let incomplete = without_value.incomplete.expect("said to be incomplete");
+        assert_eq!(incomplete.to_string(), "incomplete: without its value (1048600 bytes)");
+
+        let without_headers = header_keys
+            .plan(shrunk(&[("value", 5), ("headers", 17)]))
+            .expect("replayable");
+        let names: Vec<&str> = without_headers
+            .record
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, [REPLAYED_FROM_HEADER, "traceparent"]);
+        assert_eq!(without_headers.done_mark, None);
+        assert_eq!(
+            without_headers.incomplete.expect("incomplete").to_string(),
+            "incomplete: without its value (5 bytes) and headers (17 bytes); its done-mark is made from what was \
+             left out, so it cannot be cleared"
+        );
+
+        let content_keys =
+            ReplayPlanner::for_stage(&config(Some((DedupKeyKind::ContentHash, None)))).allowing_incomplete(true);
+        let planned = content_keys.plan(shrunk(&[("value", 5)])).expect("replayable");
+        assert_eq!(planned.done_mark, None, "the hash needs the value");
+        assert!(planned.incomplete.expect("incomplete").done_mark_unknown);
+
+        let whole = content_keys.plan(dead_letter("upper", "in")).expect("replayable");
+        assert_eq!(whole.incomplete, None);
+        assert!(whole.done_mark.is_some());
+    }
+
+    #[test]
+    fn a_replay_counts_its_bytes() {
+        let planned = ReplayPlanner::for_stage(&config(None))
+            .plan(dead_letter("upper", "in"))
+            .expect("replayable");
+        let headers: usize = planned
+            .record
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        assert_eq!(planned.size(), 1 + 1 + headers);
+        assert_eq!(
+            headers,
+            "message-id".len() + 3 + REPLAYED_FROM_HEADER.len() + 7 + "traceparent".len() + 55
+        );
     }
 }

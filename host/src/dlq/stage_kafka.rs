@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::dead_letter_record::DeadLetterRecord;
 use super::error::DlqError;
 use crate::config::StageConfig;
-use crate::kafka::{self, BrokerProbe, EndedBy, ReadTimeouts, SinkProducer, TopicReader};
+use crate::kafka::{self, BrokerProbe, EndedBy, ProbeError, ReadTimeouts, SinkProducer, TopicReader};
 
 /// Connected and checked: credential files readable, brokers answering.
 pub struct StageKafka {
@@ -59,11 +59,8 @@ impl StageKafka {
 
     /// Check that these topics exist, before producing to them: librdkafka
     /// would otherwise hold records for a missing topic until they time out.
-    pub async fn check_topics(&self, topics: &[&str]) -> Result<(), DlqError> {
-        self.probe
-            .ensure_topics(topics, None, self.request_timeout)
-            .await
-            .map_err(DlqError::SourceTopics)
+    pub async fn check_topics(&self, topics: &[&str]) -> Result<(), ProbeError> {
+        self.probe.ensure_topics(topics, None, self.request_timeout).await
     }
 
     /// A producer with the stage's settings: idempotent, `acks=all`.
