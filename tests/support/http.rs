@@ -9,7 +9,9 @@ pub fn get(address: &str, path: &str) -> (u16, String) {
     try_get(address, path).unwrap_or_else(|error| panic!("GET {path} from {address}: {error}"))
 }
 
-fn try_get(address: &str, path: &str) -> io::Result<(u16, String)> {
+/// [`get`], with a failure to connect or to read the answer (in 10 s) as an
+/// error rather than a panic.
+pub fn try_get(address: &str, path: &str) -> io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(

@@ -1,13 +1,22 @@
-//! Talking to the test broker directly: create topics, produce inputs,
-//! read every record back, read a group's committed offsets.
+//! Talking to the test broker directly: create topics, produce inputs
+//! (well-formed ones, or any bytes at all), read every record back, read a
+//! group's committed offsets.
 
+use std::ffi::{CStr, CString, c_void};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::bindings::{
+    RD_KAFKA_MSG_F_COPY, rd_kafka_error_code, rd_kafka_error_destroy, rd_kafka_error_string, rd_kafka_produceva,
+    rd_kafka_vtype_t, rd_kafka_vu_s__bindgen_ty_1, rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1,
+    rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_2, rd_kafka_vu_t,
+};
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// A record as read back from a topic.
@@ -20,7 +29,11 @@ pub struct Record {
     pub timestamp_ms: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// As text, for convenience: names lossily (U+FFFD for bytes that are
+    /// not UTF-8), a null value as empty.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Exactly as on the wire: name bytes, and `None` for a null value.
+    pub raw_headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl Record {
@@ -137,6 +150,153 @@ pub fn produce(brokers: &str, topic: &str, inputs: &[Input]) {
     producer.flush(Duration::from_secs(60)).expect("inputs acknowledged");
 }
 
+/// A record with any bytes anywhere, for tests of what producers other
+/// than sluice can write: `None` key is no key, `None` value a tombstone,
+/// a `None` header value a null one; header names need not be UTF-8.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawInput {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+/// A producer context that keeps every failed delivery's error.
+#[derive(Default)]
+struct DeliveryFailures(Mutex<Vec<String>>);
+
+impl ClientContext for DeliveryFailures {}
+
+impl ProducerContext for DeliveryFailures {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            let failure = format!("partition {}: {error}", message.partition());
+            self.0.lock().expect("failures lock").push(failure);
+        }
+    }
+}
+
+/// Produce `inputs` byte for byte, as [`produce`] does (idempotent,
+/// acks=all, one record per batch), and wait until all are acknowledged.
+///
+/// rdkafka cannot express every such record: its `Header` takes the name
+/// as `&str`, so `OwnedHeaders` cannot hold a name that is not UTF-8, and
+/// the raw pointer that would let librdkafka's `rd_kafka_header_add` add
+/// one is private to the crate. librdkafka itself takes any bytes, so each
+/// record goes to the rdkafka producer's own client through
+/// `rd_kafka_produceva` (the array form of `rd_kafka_producev`), each header
+/// as an `RD_KAFKA_VTYPE_HEADER` entry. Delivery reports still arrive
+/// through the rdkafka producer, whose context keeps the failures.
+pub fn produce_raw(brokers: &str, topic: &str, inputs: &[RawInput]) {
+    let producer: BaseProducer<DeliveryFailures> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create_with_context(DeliveryFailures::default())
+        .expect("producer");
+    let topic = CString::new(topic).expect("a topic name without NUL");
+    for input in inputs {
+        let names: Vec<CString> = input
+            .headers
+            .iter()
+            .map(|(name, _)| CString::new(name.clone()).expect("librdkafka takes header names without NUL"))
+            .collect();
+        let mut fields = vec![
+            field(
+                rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC,
+                rd_kafka_vu_s__bindgen_ty_1 { cstr: topic.as_ptr() },
+            ),
+            field(
+                rd_kafka_vtype_t::RD_KAFKA_VTYPE_PARTITION,
+                rd_kafka_vu_s__bindgen_ty_1 { i32_: input.partition },
+            ),
+            // Key, value and headers are copied during the call, so nothing
+            // here needs to outlive it.
+            field(
+                rd_kafka_vtype_t::RD_KAFKA_VTYPE_MSGFLAGS,
+                rd_kafka_vu_s__bindgen_ty_1 { i: RD_KAFKA_MSG_F_COPY },
+            ),
+            field(
+                rd_kafka_vtype_t::RD_KAFKA_VTYPE_KEY,
+                rd_kafka_vu_s__bindgen_ty_1 {
+                    mem: memory(input.key.as_deref()),
+                },
+            ),
+            field(
+                rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE,
+                rd_kafka_vu_s__bindgen_ty_1 {
+                    mem: memory(input.value.as_deref()),
+                },
+            ),
+        ];
+        for (name, (_, value)) in names.iter().zip(&input.headers) {
+            let value = memory(value.as_deref());
+            let header = rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_2 {
+                name: name.as_ptr(),
+                val: value.ptr.cast_const(),
+                size: value.size as isize,
+            };
+            fields.push(field(
+                rd_kafka_vtype_t::RD_KAFKA_VTYPE_HEADER,
+                rd_kafka_vu_s__bindgen_ty_1 { header },
+            ));
+        }
+        loop {
+            // SAFETY: the client pointer is the live producer's; every
+            // pointer in `fields` (topic, names, key, value, header values)
+            // points into memory borrowed for this whole loop, and
+            // librdkafka copies what it keeps (F_COPY). A returned error is
+            // ours to read and destroy, once.
+            let full = unsafe {
+                let error = rd_kafka_produceva(producer.client().native_ptr(), fields.as_ptr(), fields.len());
+                if error.is_null() {
+                    break;
+                }
+                let code = rd_kafka_error_code(error);
+                let text = CStr::from_ptr(rd_kafka_error_string(error))
+                    .to_string_lossy()
+                    .into_owned();
+                rd_kafka_error_destroy(error);
+                assert_eq!(
+                    code,
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR__QUEUE_FULL,
+                    "produce {input:?}: {text}"
+                );
+                true
+            };
+            if full {
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("inputs acknowledged");
+    let failures = producer.context().0.lock().expect("failures lock");
+    assert!(failures.is_empty(), "deliveries failed: {failures:?}");
+}
+
+fn field(vtype: rd_kafka_vtype_t, u: rd_kafka_vu_s__bindgen_ty_1) -> rd_kafka_vu_t {
+    rd_kafka_vu_t { vtype, u }
+}
+
+/// `None` as a null pointer (no key, a tombstone, a null header value);
+/// empty bytes as a real address with size 0, which librdkafka keeps as
+/// present but empty.
+fn memory(bytes: Option<&[u8]>) -> rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+    static EMPTY: u8 = 0;
+    let (ptr, size) = match bytes {
+        None => (std::ptr::null(), 0),
+        Some([]) => (&raw const EMPTY, 0),
+        Some(bytes) => (bytes.as_ptr(), bytes.len()),
+    };
+    rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+        ptr: ptr.cast::<c_void>().cast_mut(),
+        size,
+    }
+}
+
 /// Read `topic` from the beginning until at least `expected` records
 /// arrived (or `limit` passed), then keep reading for `settle` to catch
 /// records beyond the expected ones (duplicates).
@@ -172,6 +332,13 @@ pub fn read_topic(brokers: &str, topic: &str, expected: usize, limit: Duration, 
         }
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             let message = message.expect("read a record");
+            // Not rdkafka's `Headers` iterator: it panics on a header name
+            // that is not UTF-8, and tests write such names on purpose.
+            let raw_headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = sluice::kafka::raw_headers(&message)
+                .expect("librdkafka parses the record's headers")
+                .into_iter()
+                .map(|(name, value)| (name.to_vec(), value.map(<[u8]>::to_vec)))
+                .collect();
             records.push(Record {
                 topic: message.topic().to_owned(),
                 partition: message.partition(),
@@ -179,15 +346,16 @@ pub fn read_topic(brokers: &str, topic: &str, expected: usize, limit: Duration, 
                 timestamp_ms: message.timestamp().to_millis(),
                 key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
-                headers: message
-                    .headers()
-                    .map(|headers| {
-                        headers
-                            .iter()
-                            .map(|header| (header.key.to_owned(), header.value.unwrap_or_default().to_vec()))
-                            .collect()
+                headers: raw_headers
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            String::from_utf8_lossy(name).into_owned(),
+                            value.clone().unwrap_or_default(),
+                        )
                     })
-                    .unwrap_or_default(),
+                    .collect(),
+                raw_headers,
             });
         }
         if reached.is_none() && records.len() >= expected {

@@ -224,6 +224,35 @@ impl<L: RebalanceListener> SourceConsumer<L> {
         commit_offsets(&self.consumer, offsets, mode)
     }
 
+    /// Commit `offsets` and wait for the answer, but no longer than
+    /// `timeout`: with the group coordinator unreachable, librdkafka's own
+    /// wait runs to the session timeout (45 s by default), which a stopping
+    /// stage must not sit out. A commit still under way at the deadline is
+    /// left to finish or fail by itself; its offsets are only ever of
+    /// finished messages, so either way nothing is lost.
+    pub fn commit_within(&self, offsets: &[(TopicPartition, i64)], timeout: Duration) -> Result<(), KafkaError>
+    where
+        L: 'static,
+    {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        let to_commit = offsets.to_vec();
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let committing = std::thread::Builder::new()
+            .name("sluice-commit".to_owned())
+            .spawn(move || {
+                let _ = answer.send(commit_offsets(&consumer, &to_commit, CommitMode::Sync));
+            });
+        if committing.is_err() {
+            return commit_offsets(&self.consumer, offsets, CommitMode::Async);
+        }
+        answered
+            .recv_timeout(timeout)
+            .unwrap_or(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::OperationTimedOut)))
+    }
+
     /// The group's committed offsets for these partitions, as the broker
     /// has them.
     pub fn committed(

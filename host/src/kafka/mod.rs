@@ -36,7 +36,9 @@ pub use embedded::EmbeddedCluster;
 pub use member_assignment::{AssignedTopic, AssignmentError, decode_member_assignment};
 pub use partition_feed::PartitionFeed;
 pub use producer::{FatalCheck, PendingDelivery, SinkProducer};
-pub use record::{ConsumedRecord, OutgoingRecord, TopicPartition};
+pub use record::{
+    ConsumedRecord, OutgoingRecord, RAW_HEADER_NAME_HEADER, RawHeader, TopicPartition, headers_from_raw, raw_headers,
+};
 pub use topic_reader::{EndedBy, ReadTimeouts, TopicReadError, TopicReader};
 pub use topics::{TopicError, ensure_topics};
 

@@ -352,7 +352,7 @@ impl ConsumerLoop {
     fn retire(&self, consumer: SourceConsumer<WorkerRegistry>) {
         let registry = &self.registry;
         let offsets = registry.stop_workers(&registry.all_partitions());
-        match consumer.commit(&offsets, true) {
+        match consumer.commit_within(&offsets, registry.context.stop_grace) {
             Ok(()) => tracing::info!(partitions = offsets.len(), "committed finished offsets"),
             Err(error) => {
                 tracing::warn!(%error, "final offset commit failed; uncommitted messages will be consumed again")

@@ -44,8 +44,6 @@ pub enum StageError {
 
 /// How long one attempt at reading the brokers' metadata may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long shutdown waits for the producer to flush.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A stage ready to run: config checked, plugin loaded.
 pub struct Stage {
@@ -202,7 +200,11 @@ impl Stage {
             .map_err(|error| StageError::Crashed(error.to_string()))?
             .map_err(|_| StageError::Crashed("the consumer thread panicked".to_owned()))?;
 
-        let flush = tokio::task::spawn_blocking(move || producer.flush(FLUSH_TIMEOUT)).await;
+        // Every finished message is committed by now; what is still queued
+        // belongs to unfinished ones, which are handled again anyway, so the
+        // flush only saves duplicates and gets the drain timeout, no more.
+        let flush_timeout = Duration::from_millis(self.config.stage.drain_timeout_ms);
+        let flush = tokio::task::spawn_blocking(move || producer.flush(flush_timeout)).await;
         if let Ok(Err(error)) = flush {
             tracing::warn!(%error, "producer flush did not complete");
         }
