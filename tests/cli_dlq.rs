@@ -10,7 +10,6 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
@@ -18,7 +17,9 @@ use sluice::dedup::{DedupKey, DedupStore, Identifiable, KeyMaker, RedisStore};
 use sluice::kafka::{EndedBy, ReadTimeouts, TopicReader};
 use sluice::pipeline::DeadLetterHeaders;
 use sluice_tests::broker::{Broker, free_port};
-use sluice_tests::kafka::{Input, Record, create_topics, produce, read_all, read_topic, wait_for_commits};
+use sluice_tests::kafka::{
+    Input, RawInput, Record, create_topics, produce, produce_raw, read_all, read_topic, wait_for_commits,
+};
 use sluice_tests::process::kill_with_parent;
 use sluice_tests::redis::Redis;
 use sluice_tests::sluice_bin;
@@ -885,33 +886,6 @@ fn a_replay_larger_than_a_chunk_replays_every_record_once() {
     assert_eq!(sorted(again), ["k0", "k1", "k2"]);
 }
 
-/// Produce one record to partition 0 of `topic` exactly as given: a
-/// missing key or value stays missing (null), as a shrunk dead letter has.
-fn produce_raw(brokers: &str, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(String, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
-    let mut owned = OwnedHeaders::new();
-    for (name, value) in headers {
-        owned = owned.insert(Header {
-            key: name,
-            value: Some(value),
-        });
-    }
-    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(0).headers(owned);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
-    if let Some(value) = value {
-        record = record.payload(value);
-    }
-    producer.send(record).map_err(|(error, _)| error).expect("queued");
-    producer.flush(Duration::from_secs(30)).expect("acknowledged");
-}
-
 /// A dead letter as the stage writes one shrunk to fit the broker's size
 /// limit: the omitted parts gone, then `sluice.omitted` and their sizes
 /// after the stage's own headers.
@@ -931,8 +905,19 @@ fn produce_shrunk(brokers: &str, key: &str, omitted: &[(&str, &str, usize)]) {
     }
     let parts: Vec<&str> = omitted.iter().map(|(part, _, _)| *part).collect();
     headers.push((DeadLetterHeaders::OMITTED.to_owned(), parts.join(",").into_bytes()));
-    let key = (!omits("key")).then_some(key.as_bytes());
-    produce_raw(brokers, "dlq", key, None, &headers);
+    produce_raw(
+        brokers,
+        "dlq",
+        &[RawInput {
+            partition: 0,
+            key: (!omits("key")).then(|| key.as_bytes().to_vec()),
+            value: None,
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| (name.into_bytes(), Some(value)))
+                .collect(),
+        }],
+    );
 }
 
 #[test]
