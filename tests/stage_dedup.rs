@@ -1,9 +1,11 @@
 //! Deduplication against a real Redis: a message already done is skipped,
-//! within a run, across a restart and across a crash, and an unreachable
-//! Redis pauses the stage instead of letting duplicates through.
+//! within a run, across a restart and across a crash; a message seen on two
+//! partitions at once is handled once; a claim left by a crashed worker is
+//! taken over once its lease runs out; and an unreachable Redis pauses the
+//! stage instead of letting duplicates through.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sluice_tests::broker::Broker;
@@ -88,6 +90,119 @@ fn a_message_produced_twice_yields_one_output() {
         ttl > 7 * 24 * 3600 - 60 && ttl <= 7 * 24 * 3600,
         "default TTL is 7 days, got {ttl}"
     );
+}
+
+/// The same message id on two partitions at the same moment: the worker
+/// that claims the id first handles it; the other copy waits for its
+/// done-mark and is finished as a duplicate, with no output. The plugin
+/// asks for one 1.5 s retry per message, so the first copy is still being
+/// handled when the second is screened: checking for a done-mark alone
+/// would let both through. Three rounds, each a fresh race.
+#[test]
+fn one_message_on_two_partitions_at_once_is_handled_once() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 2);
+    let extra = format!(
+        "[plugin.config]\nretries = 1\ndelay-ms = 1500\n\n{}",
+        header_dedup(&redis, "")
+    );
+    let stage = StageFile::for_plugin(&brokers, "retry-n-times", "dedup-race", TOPICS, &extra);
+    let mut process = stage.start("stage.log");
+    assert!(
+        process.wait_for_log("partitions assigned", LIMIT),
+        "log:\n{}",
+        process.log()
+    );
+
+    let rounds = 3;
+    for round in 0..rounds {
+        let copies: Vec<Input> = (0..2)
+            .map(|partition| {
+                Input::text(
+                    partition,
+                    &format!("key-{round}-{partition}"),
+                    &format!("value {round}"),
+                )
+                .with_header("message-id", &format!("id-{round}"))
+            })
+            .collect();
+        produce(&brokers, "in", &copies);
+        let finished = Some(round as i64 + 1);
+        let committed = wait_for_commits(&brokers, "dedup-race", "in", &[finished; 2], LIMIT);
+        assert_eq!(
+            committed,
+            [finished; 2],
+            "round {round}: both copies are finished and committed; log:\n{}",
+            process.log()
+        );
+    }
+    let outputs = read_topic(&brokers, "out", rounds, LIMIT, SETTLE);
+    process.signal(libc::SIGTERM);
+    process.wait(Duration::from_secs(30)).expect("the stage stops");
+
+    let log = process.log();
+    assert_eq!(outputs.len(), rounds, "one output per id; log:\n{log}");
+    let ids: HashSet<Option<String>> = outputs.iter().map(|record| record.header("message-id")).collect();
+    assert_eq!(ids.len(), rounds, "{outputs:?}");
+    assert!(read_all(&brokers, "dlq").is_empty(), "nothing dead-lettered");
+    assert!(log.contains(&format!("deduplicated    {rounds}")), "log:\n{log}");
+    assert!(
+        log.contains(&format!("claim waits     {rounds}")),
+        "each round's second copy found the id claimed by the first: the race was real; log:\n{log}"
+    );
+}
+
+/// A claim left by a worker that crashed mid-message (set here by hand,
+/// as it would have left it) holds the message back until its lease runs
+/// out; then the stage claims the message, handles it once and marks it
+/// done.
+#[test]
+fn a_claim_left_by_a_crashed_worker_is_taken_over_once_its_lease_runs_out() {
+    let broker = Broker::start();
+    let redis = Redis::start();
+    let brokers = broker.bootstrap_servers();
+    create_topics(&brokers, &TOPICS, 1);
+    let stage = StageFile::for_plugin(
+        &brokers,
+        "uppercase",
+        "dedup-takeover",
+        TOPICS,
+        &header_dedup(&redis, ""),
+    );
+    let mut process = stage.start("stage.log");
+    assert!(
+        process.wait_for_log("partitions assigned", LIMIT),
+        "log:\n{}",
+        process.log()
+    );
+
+    let key = "sluice:test-stage:done:header:id-1";
+    let lease = Duration::from_secs(4);
+    let claimed_at = Instant::now();
+    redis.set_for(key, "claim:crashed-host:4242:in/0:00000000deadbeef", lease);
+    produce(&brokers, "in", &[with_id(1, 1)]);
+    let first = read_topic(&brokers, "out", 1, LIMIT, Duration::ZERO);
+    let waited = claimed_at.elapsed();
+    let outputs = read_topic(&brokers, "out", 1, LIMIT, SETTLE);
+    let committed = wait_for_commits(&brokers, "dedup-takeover", "in", &[Some(1)], Duration::from_secs(30));
+    process.signal(libc::SIGTERM);
+    process.wait(Duration::from_secs(30)).expect("the stage stops");
+
+    let log = process.log();
+    assert_eq!(first.len(), 1, "the message is handled after the lease; log:\n{log}");
+    assert!(
+        waited >= lease - Duration::from_millis(300),
+        "not handled while the crashed worker's claim was live (output after {waited:?}); log:\n{log}"
+    );
+    assert_eq!(outputs.len(), 1, "handled once; log:\n{log}");
+    assert_eq!(outputs[0].value_text(), "VALUE 1");
+    assert_eq!(committed, [Some(1)]);
+    assert_eq!(redis.get(key).as_deref(), Some("1"), "the done-mark replaced the claim");
+    assert!(log.contains("did that worker stop or die?"), "log:\n{log}");
+    assert!(log.contains("claim waits     1"), "log:\n{log}");
+    assert!(log.contains("claims taken    1"), "log:\n{log}");
 }
 
 #[test]

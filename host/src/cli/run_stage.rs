@@ -153,6 +153,15 @@ fn print_summary(stage: &str, summary: &StageSummary, reloads: &ReloadStats) {
     if summary.store_errors > 0 {
         println!("  store errors    {}", summary.store_errors);
     }
+    if summary.claim_waits > 0 {
+        println!("  claim waits     {}", summary.claim_waits);
+    }
+    if summary.claim_takeovers > 0 {
+        println!("  claims taken    {}", summary.claim_takeovers);
+    }
+    if summary.claims_lost > 0 {
+        println!("  claims lost     {}", summary.claims_lost);
+    }
     if *reloads != ReloadStats::default() {
         println!("  plugin reloads  {}", reloads.reloads);
         println!("  rejected files  {}", reloads.rejected);

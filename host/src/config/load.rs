@@ -254,6 +254,7 @@ fn validate_dedup(dedup: &DedupSection) -> Result<(), Invalid> {
     at_least("dedup.ttl_seconds", dedup.ttl_seconds, 1)?;
     at_least("dedup.redis_timeout_ms", dedup.redis_timeout_ms, 1)?;
     at_least("dedup.memory_capacity", dedup.memory_capacity, 1)?;
+    validate_claim_lease(dedup)?;
     match &dedup.redis_url {
         None if dedup.redis_cluster => {
             return Err((
@@ -279,6 +280,34 @@ fn validate_dedup(dedup: &DedupSection) -> Result<(), Invalid> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// A claim is renewed every third of its lease, and a renewal may take up
+/// to the Redis timeout: with at least three timeouts per lease, one
+/// renewal can time out and the next still comes before the lease ends.
+/// At most an hour: a copy whose holder died waits out the whole lease.
+fn validate_claim_lease(dedup: &DedupSection) -> Result<(), Invalid> {
+    const SHORTEST_MS: u64 = 1000;
+    const LONGEST_MS: u64 = 3_600_000;
+    let lease = dedup.claim_lease_ms;
+    let renewals_fit = dedup.redis_timeout_ms.saturating_mul(3);
+    if lease < SHORTEST_MS.max(renewals_fit) {
+        return Err((
+            "dedup.claim_lease_ms",
+            format!(
+                "must be at least {SHORTEST_MS} and at least 3 times dedup.redis_timeout_ms ({renewals_fit}), so a renewal that times out leaves time for the next; got {lease}"
+            ),
+        ));
+    }
+    if lease > LONGEST_MS {
+        return Err((
+            "dedup.claim_lease_ms",
+            format!(
+                "must be at most {LONGEST_MS} (an hour): a copy whose holder died waits out the whole lease; got {lease}"
+            ),
+        ));
     }
     Ok(())
 }

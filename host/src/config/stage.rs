@@ -262,6 +262,14 @@ pub struct DedupSection {
     /// Most keys the in-memory store keeps; the oldest go first.
     #[serde(default = "default_memory_capacity")]
     pub memory_capacity: u64,
+    /// How long a worker's claim on a key lasts without renewal, in
+    /// milliseconds. A worker claims a message's key before handling it
+    /// and renews the claim every third of this while it works, so a copy
+    /// of the message on another partition or host waits instead of being
+    /// handled too. If the worker dies, the copy waits at most this long
+    /// before taking over.
+    #[serde(default = "default_claim_lease_ms")]
+    pub claim_lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -331,6 +339,10 @@ fn default_redis_timeout_ms() -> u64 {
 
 fn default_memory_capacity() -> u64 {
     1_000_000
+}
+
+fn default_claim_lease_ms() -> u64 {
+    30_000
 }
 
 fn optional_string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {

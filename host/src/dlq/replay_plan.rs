@@ -332,6 +332,7 @@ dead_letter_topic = "dlq"
             redis_cluster: false,
             redis_timeout_ms: 1000,
             memory_capacity: 10,
+            claim_lease_ms: 30_000,
         });
         config
     }

@@ -20,6 +20,15 @@ pub const RETRIES: &str = "sluice_retries_total";
 pub const FAILED_ATTEMPTS: &str = "sluice_failed_attempts_total";
 pub const DELIVERY_FAILURES: &str = "sluice_delivery_failures_total";
 pub const DEDUP_STORE_ERRORS: &str = "sluice_dedup_store_errors_total";
+/// Messages whose dedup key another worker had claimed, so they waited for
+/// its done-mark (or for its claim to run out) instead of being handled.
+pub const DEDUP_CLAIM_WAITS: &str = "sluice_dedup_claim_waits_total";
+/// Waiting messages whose key's claim ran out (its holder died or stalled)
+/// and that were then claimed and handled here.
+pub const DEDUP_CLAIM_TAKEOVERS: &str = "sluice_dedup_claim_takeovers_total";
+/// Claims found gone or taken over when renewed: their messages may be
+/// handled twice.
+pub const DEDUP_CLAIMS_LOST: &str = "sluice_dedup_claims_lost_total";
 /// Hot reloads, by outcome: `loaded`, `rejected`, `rolled_back`.
 pub const PLUGIN_RELOADS: &str = "sluice_plugin_reloads_total";
 pub const PLUGIN_CALL_SECONDS: &str = "sluice_plugin_call_seconds";
@@ -79,6 +88,18 @@ fn describe() {
         "Records the broker refused after the producer's retries"
     );
     describe_counter!(DEDUP_STORE_ERRORS, "Dedup store calls that failed");
+    describe_counter!(
+        DEDUP_CLAIM_WAITS,
+        "Messages that waited because another worker had claimed their dedup key"
+    );
+    describe_counter!(
+        DEDUP_CLAIM_TAKEOVERS,
+        "Waiting messages handled here after the other worker's claim ran out"
+    );
+    describe_counter!(
+        DEDUP_CLAIMS_LOST,
+        "Claims found expired or taken over when renewed (their messages may be handled twice)"
+    );
     describe_counter!(PLUGIN_RELOADS, "Hot reloads of the plugin, by outcome");
     describe_counter!(INIT_ATTEMPTS, "Attempts at each startup step, retries included");
     describe_counter!(CONNECTION_ERRORS, "Errors reaching the brokers");

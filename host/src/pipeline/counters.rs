@@ -6,8 +6,9 @@ use std::time::Duration;
 use metrics::counter;
 
 use crate::observe::metrics::{
-    DEDUP_STORE_ERRORS, DELIVERY_FAILURES, END_TO_END_SECONDS, FAILED_ATTEMPTS, MESSAGES_FINISHED, MESSAGES_RECEIVED,
-    OUTPUT_RECORDS, PLUGIN_CALL_SECONDS, RETRIES,
+    DEDUP_CLAIM_TAKEOVERS, DEDUP_CLAIM_WAITS, DEDUP_CLAIMS_LOST, DEDUP_STORE_ERRORS, DELIVERY_FAILURES,
+    END_TO_END_SECONDS, FAILED_ATTEMPTS, MESSAGES_FINISHED, MESSAGES_RECEIVED, OUTPUT_RECORDS, PLUGIN_CALL_SECONDS,
+    RETRIES,
 };
 use crate::observe::{LatencyHistogram, LatencySummary};
 use crate::plugin::FailureKind;
@@ -28,6 +29,9 @@ pub struct StageCounters {
     dead_lettered: AtomicU64,
     deduplicated: AtomicU64,
     store_errors: AtomicU64,
+    claim_waits: AtomicU64,
+    claim_takeovers: AtomicU64,
+    claims_lost: AtomicU64,
 }
 
 /// A snapshot of [`StageCounters`].
@@ -54,6 +58,13 @@ pub struct StageSummary {
     /// Dedup store calls that failed (each retried or, if so configured,
     /// passed over).
     pub store_errors: u64,
+    /// Messages that waited because another worker had claimed their
+    /// dedup key.
+    pub claim_waits: u64,
+    /// Waiting messages handled here once the other worker's claim ran out.
+    pub claim_takeovers: u64,
+    /// Claims found expired or taken over when renewed.
+    pub claims_lost: u64,
 }
 
 impl StageCounters {
@@ -119,6 +130,24 @@ impl StageCounters {
         counter!(DEDUP_STORE_ERRORS).increment(1);
     }
 
+    /// `count` messages found their key claimed by another worker.
+    pub(crate) fn claim_waited(&self, count: u64) {
+        self.claim_waits.fetch_add(count, Ordering::Relaxed);
+        counter!(DEDUP_CLAIM_WAITS).increment(count);
+    }
+
+    /// A waiting message's key was free again (the holder's lease ran
+    /// out) and is now claimed here.
+    pub(crate) fn claim_taken_over(&self) {
+        self.claim_takeovers.fetch_add(1, Ordering::Relaxed);
+        counter!(DEDUP_CLAIM_TAKEOVERS).increment(1);
+    }
+
+    pub(crate) fn claims_lost(&self, count: u64) {
+        self.claims_lost.fetch_add(count, Ordering::Relaxed);
+        counter!(DEDUP_CLAIMS_LOST).increment(count);
+    }
+
     /// One plugin call (of one message or a batch) took `duration`.
     pub(crate) fn plugin_call(&self, duration: Duration) {
         self.plugin_latency.record(duration);
@@ -142,6 +171,9 @@ impl StageCounters {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             deduplicated: self.deduplicated.load(Ordering::Relaxed),
             store_errors: self.store_errors.load(Ordering::Relaxed),
+            claim_waits: self.claim_waits.load(Ordering::Relaxed),
+            claim_takeovers: self.claim_takeovers.load(Ordering::Relaxed),
+            claims_lost: self.claims_lost.load(Ordering::Relaxed),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! driver that carries those steps out) and `consumer_loop` (assignment,
 //! commits, supervision, recreation).
 
+mod claim_book;
 mod consumer_errors;
 mod consumer_loop;
 mod counters;

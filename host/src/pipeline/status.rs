@@ -48,6 +48,9 @@ impl StatusSource for StageStatus {
             "dead_lettered": totals.dead_lettered,
             "deduplicated": totals.deduplicated,
             "dedup_store_errors": totals.store_errors,
+            "dedup_claim_waits": totals.claim_waits,
+            "dedup_claim_takeovers": totals.claim_takeovers,
+            "dedup_claims_lost": totals.claims_lost,
             "processed_per_second": if uptime > 0.0 { round(totals.finished as f64 / uptime) } else { 0.0 },
             "plugin_latency": self.counters.plugin_latency(),
             "plugin": {
