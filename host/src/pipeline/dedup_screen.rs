@@ -281,17 +281,9 @@ impl DedupScreen {
 }
 
 /// The calls a partition worker makes besides screening and marking:
-/// settling copies set aside while it held claims, and releasing its claims
-/// when it stops. Until the worker's loop makes them, a set-aside copy is
-/// settled only by a later screen, and claims are released only when the
-/// screen is dropped.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "not called by the partition worker yet: once its select loop polls settle_waiting and its drain calls release, remove this"
-    )
-)]
+/// settling copies set aside while it held claims (polled from its loop
+/// while any wait), and releasing its claims when it stops (from its
+/// drain; dropping the screen releases them too, best effort).
 impl DedupScreen {
     /// Whether messages wait for keys other workers hold; while they do,
     /// the worker should poll [`settle_waiting`](Self::settle_waiting).

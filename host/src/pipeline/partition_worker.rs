@@ -28,7 +28,7 @@ use tracing::Instrument;
 use super::consumer_errors::ConsumerErrors;
 use super::counters::StageCounters;
 use super::dead_letter::DeadLetterHeaders;
-use super::dedup_screen::{Dedup, DedupScreen};
+use super::dedup_screen::{Dedup, DedupScreen, Screened};
 use super::fault_injection::FaultInjection;
 use super::next_step::{
     AfterCall, AfterDeliveryFailure, Omission, RecordRole, after_delivery_failure, after_plugin_call,
@@ -266,6 +266,14 @@ impl PartitionWorker {
                 }
                 _ = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {
                     if self.wake().await.is_err() {
+                        break;
+                    }
+                }
+                Some(settled) = settle_waiting(self.dedup.as_mut(), &self.stop), if may_take && self.dedup.as_ref().is_some_and(DedupScreen::has_waiting) => {
+                    for (offset, timestamp_ms) in settled.already_done {
+                        self.finish(offset, timestamp_ms);
+                    }
+                    if !settled.to_handle.is_empty() && self.handle(settled.to_handle).await.is_err() {
                         break;
                     }
                 }
@@ -674,10 +682,23 @@ impl PartitionWorker {
         if self.complete(acknowledged).await.is_err() {
             tracing::warn!(partition = %self.label, "could not write done-marks while stopping; those messages stay uncommitted");
         }
+        if let Some(dedup) = self.dedup.as_mut() {
+            // So the partition's next owner need not wait out our leases.
+            dedup.release().await;
+        }
         if self.blocked {
             self.context.health.partition_unblocked(&self.label);
         }
         tracing::debug!(partition = %self.label, committable = ?self.tracker.committable(), unfinished = self.tracker.unfinished(), "partition worker stopped");
+    }
+}
+
+/// Messages that waited for another worker's claim on their dedup key,
+/// once some are settled; never resolves without dedup.
+async fn settle_waiting(dedup: Option<&mut DedupScreen>, stop: &CancellationToken) -> Option<Screened> {
+    match dedup {
+        Some(dedup) => dedup.settle_waiting(stop).await,
+        None => std::future::pending().await,
     }
 }
 

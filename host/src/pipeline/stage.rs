@@ -144,7 +144,9 @@ impl Stage {
             batch_size: stage.batch_size,
             max_in_flight: stage.max_in_flight_per_partition,
             drain_timeout,
-            stop_grace: drain_timeout + dedup_call + Duration::from_secs(1),
+            // A done-mark write and the release of claims may each be under
+            // way or still to come when the stop arrives.
+            stop_grace: drain_timeout + 2 * dedup_call + Duration::from_secs(1),
             producer: producer.clone(),
             plugin_calls: Arc::new(Semaphore::new(stage.concurrency)),
             counters: self.counters.clone(),
