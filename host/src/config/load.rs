@@ -129,6 +129,11 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     }
     at_least("plugin.limits.memory_mib", plugin.limits.memory_mib, 1)?;
     at_least("plugin.limits.deadline_ms", plugin.limits.deadline_ms, 1)?;
+    at_least(
+        "plugin.limits.batch_deadline_cap_ms",
+        plugin.limits.batch_deadline_cap_ms,
+        1,
+    )?;
     let reload = &plugin.reload;
     at_least("plugin.reload.debounce_ms", reload.debounce_ms, 1)?;
     if !(0.0..=1.0).contains(&reload.rollback_failure_rate) {

@@ -51,6 +51,19 @@ pub enum FailureKind {
     ContractViolation,
 }
 
+impl FailureKind {
+    /// The kind as a metric label: `trap`, `deadline`, `memory_limit`,
+    /// `contract_violation`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Deadline => "deadline",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::ContractViolation => "contract_violation",
+        }
+    }
+}
+
 /// A failed plugin call, with a reason fit for a log line or a dead-letter
 /// header: "plugin exceeded its 1000 ms deadline", "plugin trapped: ...".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
