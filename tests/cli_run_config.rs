@@ -1,6 +1,8 @@
 //! A stage file with a mistake fails at once, naming the key and the
 //! problem, before anything connects.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -22,6 +24,15 @@ fn spec_toml(brokers: &str, plugin: &Path, extra: &str) -> String {
 }
 
 fn run(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let env: Vec<(OsString, OsString)> = env
+        .iter()
+        .map(|(name, value)| (OsString::from(name), OsString::from(value)))
+        .collect();
+    run_with_os_env(toml, &env)
+}
+
+/// `sluice run` with environment variables that need not be Unicode.
+fn run_with_os_env(toml: &str, env: &[(OsString, OsString)]) -> (Option<i32>, String) {
     let stage = StageFile::new(toml);
     let mut command = std::process::Command::new(sluice_tests::sluice_bin());
     command
@@ -158,4 +169,46 @@ fn an_unreachable_broker_fails_with_the_address() {
     );
     assert_eq!(stderr.matches("startup step failed; retrying").count(), 2, "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// Latin-1 bytes: a fine value for a C program, not UTF-8.
+fn latin1(text: &[u8]) -> OsString {
+    OsString::from_vec(text.to_vec())
+}
+
+#[test]
+fn a_stage_key_variable_that_is_not_utf8_is_named() {
+    let toml = spec_toml("127.0.0.1:9092", &rust_plugin("uppercase"), "");
+
+    let (code, stderr) = run_with_os_env(&toml, &[("SLUICE_STAGE_NAME".into(), latin1(b"caf\xe9"))]);
+
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("environment variable SLUICE_STAGE_NAME is not valid UTF-8"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn variables_that_are_not_ours_may_hold_any_bytes() {
+    // The stage file is wrong on purpose, so the run ends at validation:
+    // what matters is that it got there instead of panicking on the
+    // environment.
+    let toml = spec_toml("127.0.0.1:9092", &rust_plugin("uppercase"), "[retry]\njitter = 3.0\n");
+
+    let (code, stderr) = run_with_os_env(
+        &toml,
+        &[
+            ("LEGACY_PATH".into(), latin1(b"/data/caf\xe9")),
+            (latin1(b"CAF\xc9_NAME"), "x".into()),
+            ("SLUICE_LOG".into(), latin1(b"\xff")),
+        ],
+    );
+
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("`retry.jitter` must be between 0.0 and 1.0, got 3"),
+        "{stderr}"
+    );
 }

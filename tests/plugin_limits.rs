@@ -149,3 +149,63 @@ fn a_leaking_instance_is_replaced_before_it_reaches_the_memory_cap() {
         "each instance served several calls, and none ran into the cap: {instances} instances"
     );
 }
+
+/// `slow-per-message` spending `ms_per_message` on each message, with a
+/// 100 ms deadline per message and the given cap per batch.
+fn slow_plugin(test: &TestRuntime, ms_per_message: u64, batch_deadline_cap_ms: u64) -> sluice::plugin::Plugin {
+    let settings = PluginSettings {
+        limits: PluginLimits {
+            deadline_ms: 100,
+            batch_deadline_cap_ms,
+            ..PluginLimits::default()
+        },
+        config: [("ms-per-message".to_owned(), ms_per_message.to_string())].into(),
+    };
+    test.runtime
+        .load_file(&rust_plugin("slow-per-message"), settings)
+        .unwrap()
+}
+
+fn texts(count: i64) -> Vec<sluice::plugin::Message> {
+    (0..count)
+        .map(|offset| text_message(offset, &format!("m{offset}")))
+        .collect()
+}
+
+#[test]
+fn a_batch_gets_the_message_deadline_once_per_message() {
+    let test = TestRuntime::new();
+    let plugin = slow_plugin(&test, 20, 30_000);
+    let mut worker = plugin.worker();
+    let messages = texts(10);
+
+    // 10 x 20 ms is twice one message's 100 ms deadline, and a fifth of
+    // the batch's 10 x 100 ms.
+    let started = std::time::Instant::now();
+    let verdicts = worker.handle_batch(&messages).unwrap();
+    let took = started.elapsed();
+
+    assert!(took >= std::time::Duration::from_millis(200), "{took:?}");
+    let expected: Vec<Verdict> = (0..10).map(|offset| passed_through(&format!("m{offset}"))).collect();
+    assert_eq!(verdicts, expected);
+    assert_eq!(worker.instances_created(), 1, "no call failed");
+}
+
+#[test]
+fn a_batch_deadline_stops_at_its_cap() {
+    let test = TestRuntime::new();
+    // 10 x 50 ms against a 100 ms cap: a wide margin, because epoch ticks
+    // come late on a loaded machine and a deadline only ever stretches.
+    let plugin = slow_plugin(&test, 50, 100);
+    let mut worker = plugin.worker();
+
+    let failure = worker.handle_batch(&texts(10)).unwrap_err();
+
+    assert_eq!(failure.kind, FailureKind::Deadline);
+    assert_eq!(
+        failure.reason,
+        "plugin exceeded its 100 ms deadline for a batch of 10 messages (100 ms per message, at most 100 ms per batch)"
+    );
+    // One message at a time still fits its own deadline.
+    assert_eq!(worker.handle(&text_message(0, "alone")), Ok(passed_through("alone")));
+}

@@ -51,6 +51,7 @@ pub(crate) fn run(runtime: &PluginRuntime, args: TestArgs) -> anyhow::Result<Exi
         limits: PluginLimits {
             memory_mib: args.memory_mib,
             deadline_ms: args.deadline_ms,
+            ..PluginLimits::default()
         },
         config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
     };

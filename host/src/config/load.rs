@@ -6,7 +6,7 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use redis::IntoConnectionInfo;
 
-use super::env::EnvOverride;
+use super::env::{EnvOverride, NotUnicode};
 use super::profile::ConsumerProfile;
 use super::stage::{DedupKeyKind, DedupSection, StageConfig};
 
@@ -24,6 +24,11 @@ pub enum ConfigError {
         key: &'static str,
         reason: String,
     },
+    #[error(
+        "stage file {path}: environment variable {variable} is not valid UTF-8; \
+         a stage key set from the environment must be text"
+    )]
+    NotUnicode { path: PathBuf, variable: String },
 }
 
 /// Read the stage file at `path`, apply `SLUICE_*` environment overrides and
@@ -34,7 +39,11 @@ pub fn load(path: &Path) -> Result<StageConfig, ConfigError> {
         return Err(ConfigError::NotFound { path: path.to_owned() });
     }
     let mut figment = Figment::from(Toml::file_exact(path));
-    for variable in EnvOverride::from_environment() {
+    let overrides = EnvOverride::from_environment().map_err(|NotUnicode { variable }| ConfigError::NotUnicode {
+        path: path.to_owned(),
+        variable,
+    })?;
+    for variable in overrides {
         figment = figment.merge(variable);
     }
     if let Some(profile) = chosen_profile(&figment, path)? {
@@ -120,6 +129,11 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     }
     at_least("plugin.limits.memory_mib", plugin.limits.memory_mib, 1)?;
     at_least("plugin.limits.deadline_ms", plugin.limits.deadline_ms, 1)?;
+    at_least(
+        "plugin.limits.batch_deadline_cap_ms",
+        plugin.limits.batch_deadline_cap_ms,
+        1,
+    )?;
     let reload = &plugin.reload;
     at_least("plugin.reload.debounce_ms", reload.debounce_ms, 1)?;
     if !(0.0..=1.0).contains(&reload.rollback_failure_rate) {

@@ -16,7 +16,7 @@ pub const MESSAGES_RECEIVED: &str = "sluice_messages_received_total";
 pub const OUTPUT_RECORDS: &str = "sluice_output_records_total";
 pub const RETRIES: &str = "sluice_retries_total";
 /// Plugin calls that failed, by kind: `trap`, `deadline`, `memory_limit`,
-/// `contract_violation`.
+/// `contract_violation`, `host_panic`.
 pub const FAILED_ATTEMPTS: &str = "sluice_failed_attempts_total";
 pub const DELIVERY_FAILURES: &str = "sluice_delivery_failures_total";
 pub const DEDUP_STORE_ERRORS: &str = "sluice_dedup_store_errors_total";
@@ -29,6 +29,9 @@ pub const DEDUP_CLAIM_TAKEOVERS: &str = "sluice_dedup_claim_takeovers_total";
 /// Claims found gone or taken over when renewed: their messages may be
 /// handled twice.
 pub const DEDUP_CLAIMS_LOST: &str = "sluice_dedup_claims_lost_total";
+/// `handle-batch` calls that failed, so their messages were handled again
+/// one at a time, by the failure's kind (as [`FAILED_ATTEMPTS`]).
+pub const BATCH_FALLBACKS: &str = "sluice_batch_fallbacks_total";
 /// Hot reloads, by outcome: `loaded`, `rejected`, `rolled_back`.
 pub const PLUGIN_RELOADS: &str = "sluice_plugin_reloads_total";
 pub const PLUGIN_CALL_SECONDS: &str = "sluice_plugin_call_seconds";
@@ -83,6 +86,10 @@ fn describe() {
     describe_counter!(OUTPUT_RECORDS, "Output records acknowledged by the broker");
     describe_counter!(RETRIES, "Times a message was tried again");
     describe_counter!(FAILED_ATTEMPTS, "Plugin calls that failed, by kind");
+    describe_counter!(
+        BATCH_FALLBACKS,
+        "Batch plugin calls that failed, their messages then handled one by one, by kind"
+    );
     describe_counter!(
         DELIVERY_FAILURES,
         "Records the broker refused after the producer's retries"

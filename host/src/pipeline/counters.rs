@@ -100,14 +100,7 @@ impl StageCounters {
 
     pub(crate) fn failed_attempt(&self, kind: FailureKind) {
         self.failed_attempts.fetch_add(1, Ordering::Relaxed);
-        let kind = match kind {
-            FailureKind::Trap => "trap",
-            FailureKind::Deadline => "deadline",
-            FailureKind::MemoryLimit => "memory_limit",
-            FailureKind::ContractViolation => "contract_violation",
-            FailureKind::HostPanic => "host_panic",
-        };
-        counter!(FAILED_ATTEMPTS, "kind" => kind).increment(1);
+        counter!(FAILED_ATTEMPTS, "kind" => kind.label()).increment(1);
     }
 
     pub(crate) fn delivery_failure(&self) {

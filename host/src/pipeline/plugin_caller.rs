@@ -107,12 +107,30 @@ impl PluginCaller {
 
 /// Call the plugin on `messages`: as one batch when there are several; if
 /// the batch fails, one by one up to and including the first failure.
+///
+/// A fallback costs the batch's work twice, so it is counted
+/// (`sluice_batch_fallbacks_total`, by failure kind) and logged: at warn the
+/// first time for each plugin version, at debug after, so a version whose
+/// every batch fails is noticed without a warning per batch.
 fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<Verdict, PluginFailure>> {
     if messages.len() > 1 {
         match plugin.handle_batch(messages) {
             Ok(verdicts) => return verdicts.into_iter().map(Ok).collect(),
             Err(failure) => {
-                tracing::debug!(reason = %failure.reason, "batch call failed; handling its messages one by one")
+                metrics::counter!(crate::observe::metrics::BATCH_FALLBACKS, "kind" => failure.kind.label())
+                    .increment(1);
+                let version = plugin.plugin().version();
+                let batch = messages.len();
+                if plugin.plugin().first_batch_fallback() {
+                    tracing::warn!(
+                        %version,
+                        batch,
+                        reason = %failure.reason,
+                        "batch call failed; handling its messages one by one (logged once per plugin version, later ones at debug)"
+                    );
+                } else {
+                    tracing::debug!(%version, batch, reason = %failure.reason, "batch call failed; handling its messages one by one");
+                }
             }
         }
     }

@@ -39,20 +39,51 @@ impl RetryPolicy {
         attempt < self.max_attempts
     }
 
-    /// The wait after `attempt` (1-based) failed.
+    /// The wait after `attempt` (1-based) failed: never more than
+    /// `max_backoff`, whatever the attempt number and settings.
+    ///
+    /// The arithmetic is done so that it cannot overflow or produce NaN
+    /// (`Duration::from_secs_f64` panics on either): the exponential grows
+    /// in `f64`, where overflow is infinity, and is capped before jitter is
+    /// applied. Settings the loader would refuse (a NaN or negative
+    /// multiplier, a jitter outside 0..=1) are read as the nearest sane
+    /// value rather than trusted, since the fields are public.
     pub fn delay_after(&self, attempt: u32, requested: Option<Duration>) -> Duration {
         if let Some(requested) = requested {
             return requested.min(self.max_backoff);
         }
-        let exponent = attempt.saturating_sub(1).min(64) as i32;
-        let base = self.initial_backoff.as_secs_f64() * self.multiplier.powi(exponent);
-        let spread = if self.jitter > 0.0 {
-            rand::rng().random_range(-self.jitter..=self.jitter)
+        let jitter = if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 1.0)
         } else {
             0.0
         };
-        let seconds = (base * (1.0 + spread)).clamp(0.0, self.max_backoff.as_secs_f64());
-        Duration::from_secs_f64(seconds)
+        let spread = if jitter > 0.0 {
+            rand::rng().random_range(-jitter..=jitter)
+        } else {
+            0.0
+        };
+        let cap = self.max_backoff.as_secs_f64();
+        let seconds = (self.scheduled_seconds(attempt) * (1.0 + spread)).clamp(0.0, cap);
+        // `cap` is rounded to f64 and may exceed `Duration::MAX` itself.
+        Duration::try_from_secs_f64(seconds)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+
+    /// `initial_backoff * multiplier^(attempt - 1)` in seconds, within
+    /// `0..=max_backoff`, finite.
+    fn scheduled_seconds(&self, attempt: u32) -> f64 {
+        let cap = self.max_backoff.as_secs_f64();
+        let initial = self.initial_backoff.as_secs_f64().min(cap);
+        if initial == 0.0 {
+            // Zero times anything, even an infinite growth, is no wait.
+            return 0.0;
+        }
+        let multiplier = if self.multiplier >= 0.0 { self.multiplier } else { 1.0 };
+        // `powi` saturates to infinity (or zero) rather than overflowing;
+        // an exponent past `i32::MAX` is as good as `i32::MAX`.
+        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        (initial * multiplier.powi(exponent)).min(cap)
     }
 }
 
@@ -99,6 +130,88 @@ mod tests {
             policy.delay_after(1, Some(Duration::from_secs(60))),
             Duration::from_millis(1000)
         );
+    }
+
+    #[test]
+    fn extreme_attempts_and_multipliers_stay_within_the_cap() {
+        let cap = Duration::from_millis(1000);
+        for multiplier in [
+            1.0,
+            2.0,
+            100.0,
+            1e300,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+            0.0,
+            0.5,
+            -3.0,
+        ] {
+            for jitter in [0.0, 0.2, 1.0] {
+                let policy = RetryPolicy {
+                    multiplier,
+                    jitter,
+                    ..policy(0.0)
+                };
+                for attempt in [0, 1, 2, 64, 65, 1024, i32::MAX as u32, u32::MAX] {
+                    let delay = policy.delay_after(attempt, None);
+                    assert!(delay <= cap, "{multiplier} {jitter} {attempt}: {delay:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_multiplier_reaches_the_cap_at_once() {
+        let policy = RetryPolicy {
+            multiplier: 1e300,
+            ..policy(0.0)
+        };
+        assert_eq!(policy.delay_after(1, None), Duration::from_millis(100));
+        assert_eq!(policy.delay_after(2, None), Duration::from_millis(1000));
+        assert_eq!(policy.delay_after(u32::MAX, None), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn no_initial_backoff_means_no_wait_even_with_infinite_growth() {
+        let policy = RetryPolicy {
+            initial_backoff: Duration::ZERO,
+            multiplier: f64::INFINITY,
+            ..policy(0.5)
+        };
+        assert_eq!(policy.delay_after(u32::MAX, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_largest_durations_do_not_overflow() {
+        let policy = RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            multiplier: 1e300,
+            jitter: 1.0,
+        };
+        for attempt in [1, 2, u32::MAX] {
+            assert!(policy.delay_after(attempt, None) <= Duration::MAX);
+        }
+        assert_eq!(policy.delay_after(1, Some(Duration::MAX)), Duration::MAX);
+        let tight = RetryPolicy {
+            max_backoff: Duration::ZERO,
+            ..policy
+        };
+        assert_eq!(tight.delay_after(u32::MAX, None), Duration::ZERO);
+    }
+
+    #[test]
+    fn jitter_outside_its_range_is_clamped() {
+        for jitter in [f64::NAN, f64::INFINITY, -1.0, 7.0] {
+            let policy = policy(jitter);
+            for _ in 0..100 {
+                let delay = policy.delay_after(2, None);
+                assert!(delay <= Duration::from_millis(400), "{jitter}: {delay:?}");
+            }
+        }
+        assert_eq!(policy(f64::NAN).delay_after(2, None), Duration::from_millis(200));
     }
 
     #[test]

@@ -30,6 +30,20 @@ impl From<ProbeError> for StepError {
     }
 }
 
+/// The schedule between attempts of a step: doubling from
+/// `initial_backoff_ms` up to `max_backoff_ms`, ±20% so that many stages
+/// restarted together do not knock on the brokers in lockstep. All its
+/// arithmetic is [`RetryPolicy`]'s, which saturates at `max_backoff_ms`.
+fn backoff(config: &StartupSection) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: config.max_attempts,
+        initial_backoff: Duration::from_millis(config.initial_backoff_ms),
+        max_backoff: Duration::from_millis(config.max_backoff_ms),
+        multiplier: 2.0,
+        jitter: 0.2,
+    }
+}
+
 /// Runs the steps, counting every attempt in [`Health`].
 pub(crate) struct Startup {
     retry: RetryPolicy,
@@ -40,13 +54,7 @@ pub(crate) struct Startup {
 impl Startup {
     pub(crate) fn new(config: &StartupSection, health: Arc<Health>, shutdown: Arc<AtomicBool>) -> Self {
         Startup {
-            retry: RetryPolicy {
-                max_attempts: config.max_attempts,
-                initial_backoff: Duration::from_millis(config.initial_backoff_ms),
-                max_backoff: Duration::from_millis(config.max_backoff_ms),
-                multiplier: 2.0,
-                jitter: 0.2,
-            },
+            retry: backoff(config),
             health,
             shutdown,
         }
@@ -60,9 +68,9 @@ impl Startup {
         Fut: Future<Output = Result<T, StepError>>,
     {
         let started = Instant::now();
-        let mut attempts = 0;
+        let mut attempts: u32 = 0;
         loop {
-            attempts += 1;
+            attempts = attempts.saturating_add(1);
             self.health.init_attempt();
             let failure = match attempt().await {
                 Ok(value) => {
@@ -98,6 +106,45 @@ impl Startup {
                 }
                 tokio::time::sleep(Duration::from_millis(50).min(delay)).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::backoff;
+    use crate::config::StartupSection;
+
+    #[test]
+    fn the_startup_schedule_doubles_up_to_its_cap() {
+        let policy = backoff(&StartupSection {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            ..StartupSection::default()
+        });
+        let delay = |attempt| policy.delay_after(attempt, None);
+        assert!((80..=120).contains(&delay(1).as_millis()), "{:?}", delay(1));
+        assert!((160..=240).contains(&delay(2).as_millis()), "{:?}", delay(2));
+        assert!((800..=1000).contains(&delay(5).as_millis()), "{:?}", delay(5));
+    }
+
+    #[test]
+    fn extreme_startup_settings_never_overflow_the_backoff() {
+        for (initial_backoff_ms, max_backoff_ms) in [(u64::MAX, u64::MAX), (1, u64::MAX), (u64::MAX, 0), (0, 0)] {
+            let policy = backoff(&StartupSection {
+                max_attempts: u32::MAX,
+                initial_backoff_ms,
+                max_backoff_ms,
+                certificate_warning_days: u32::MAX,
+            });
+            for attempt in [1, 2, 63, 64, 65, 1000, u32::MAX - 1, u32::MAX] {
+                let delay = policy.delay_after(attempt, None);
+                assert!(delay <= Duration::from_millis(max_backoff_ms), "{attempt}: {delay:?}");
+            }
+            assert!(policy.allows_another_attempt(u32::MAX - 1));
+            assert!(!policy.allows_another_attempt(u32::MAX));
         }
     }
 }

@@ -55,6 +55,20 @@ pub enum FailureKind {
     HostPanic,
 }
 
+impl FailureKind {
+    /// The kind as a metric label: `trap`, `deadline`, `memory_limit`,
+    /// `contract_violation`, `host_panic`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Deadline => "deadline",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::ContractViolation => "contract_violation",
+            FailureKind::HostPanic => "host_panic",
+        }
+    }
+}
+
 /// A failed plugin call, with a reason fit for a log line or a dead-letter
 /// header: "plugin exceeded its 1000 ms deadline", "plugin trapped: ...".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::contract::MessageHandlerPre;
 use super::host_state::{PluginIdentity, WorkerState};
@@ -49,6 +50,9 @@ struct PluginInner {
     exports: Vec<String>,
     imports: Vec<String>,
     from_cache: bool,
+    /// Whether a failed `handle-batch` call of this version has been
+    /// reported at warn level yet; see [`Plugin::first_batch_fallback`].
+    batch_fallback_reported: AtomicBool,
 }
 
 impl Plugin {
@@ -70,6 +74,7 @@ impl Plugin {
                 exports,
                 imports,
                 from_cache,
+                batch_fallback_reported: AtomicBool::new(false),
             }),
         }
     }
@@ -106,6 +111,15 @@ impl Plugin {
     /// of work its own worker; instances are not shared.
     pub fn worker(&self) -> PluginWorker {
         PluginWorker::new(self.clone())
+    }
+
+    /// True the first time it is asked for this version (by any worker),
+    /// false after. A batch that fails is handled again one message at a
+    /// time; the first time is worth a warning (a deadline or cap set too
+    /// low, a plugin whose batch export is broken), every later one would
+    /// only flood the log at the rate of batches.
+    pub fn first_batch_fallback(&self) -> bool {
+        !self.inner.batch_fallback_reported.swap(true, Ordering::Relaxed)
     }
 
     pub(crate) fn identity(&self) -> &Arc<PluginIdentity> {

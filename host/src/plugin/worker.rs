@@ -8,6 +8,7 @@ use wasmtime::{Store, Trap};
 use super::contract::{Message, MessageHandler, Verdict};
 use super::error::{FailureKind, PluginFailure};
 use super::host_state::WorkerState;
+use super::limits::PluginLimits;
 use super::plugin::Plugin;
 use super::runtime::EPOCH_TICK;
 
@@ -68,19 +69,24 @@ impl PluginWorker {
     /// that cannot start is found before any message depends on it.
     pub fn warm_up(&mut self) -> Result<(), PluginFailure> {
         if self.live.is_none() {
-            self.live = Some(self.instantiate(self.deadline_ticks())?);
+            let deadline = Deadline::message(self.plugin.limits());
+            self.live = Some(self.instantiate(deadline)?);
         }
         Ok(())
     }
 
-    /// Ask the plugin for its verdict on one message.
+    /// Ask the plugin for its verdict on one message, within the
+    /// per-message deadline ([`PluginLimits::deadline_ms`]).
     pub fn handle(&mut self, message: &Message) -> Result<Verdict, PluginFailure> {
-        self.call(|bindings, store| bindings.call_handle(store, message))
+        let deadline = Deadline::message(self.plugin.limits());
+        self.call(deadline, |bindings, store| bindings.call_handle(store, message))
     }
 
-    /// Ask the plugin for one verdict per message, in order, in one call.
+    /// Ask the plugin for one verdict per message, in order, in one call,
+    /// within the batch deadline ([`PluginLimits::batch_deadline_ms`]).
     pub fn handle_batch(&mut self, messages: &[Message]) -> Result<Vec<Verdict>, PluginFailure> {
-        let verdicts = self.call(|bindings, store| bindings.call_handle_batch(store, messages))?;
+        let deadline = Deadline::batch(self.plugin.limits(), messages.len());
+        let verdicts = self.call(deadline, |bindings, store| bindings.call_handle_batch(store, messages))?;
         if verdicts.len() != messages.len() {
             return Err(PluginFailure {
                 kind: FailureKind::ContractViolation,
@@ -96,6 +102,7 @@ impl PluginWorker {
 
     fn call<R>(
         &mut self,
+        deadline: Deadline,
         call: impl FnOnce(&MessageHandler, &mut Store<WorkerState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
         if self.live.as_ref().is_some_and(LiveInstance::worn_out) {
@@ -106,9 +113,8 @@ impl PluginWorker {
             self.live = None;
         }
         self.warm_up()?;
-        let deadline_ticks = self.deadline_ticks();
         let live = self.live.as_mut().expect("instance was just created");
-        live.store.set_epoch_deadline(deadline_ticks);
+        live.store.set_epoch_deadline(deadline_ticks(deadline.ms));
         live.store.data_mut().begin_call();
         let result = call(&live.bindings, &mut live.store);
         let stderr = live.store.data_mut().end_call();
@@ -116,7 +122,7 @@ impl PluginWorker {
         match result {
             Ok(value) => Ok(value),
             Err(error) => {
-                let failure = self.describe_failure(&error, refused_memory, &stderr);
+                let failure = self.describe_failure(&error, refused_memory, &stderr, deadline);
                 tracing::debug!(plugin = self.plugin.name(), reason = %failure.reason, "plugin call failed; its instance is discarded");
                 self.live = None;
                 Err(failure)
@@ -124,18 +130,18 @@ impl PluginWorker {
         }
     }
 
-    fn instantiate(&mut self, deadline_ticks: u64) -> Result<LiveInstance, PluginFailure> {
+    fn instantiate(&mut self, deadline: Deadline) -> Result<LiveInstance, PluginFailure> {
         let pre = self.plugin.pre();
         let state = WorkerState::new(Arc::clone(self.plugin.identity()), self.plugin.limits().memory_bytes());
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks);
+        store.set_epoch_deadline(deadline_ticks(deadline.ms));
         store.data_mut().begin_call();
         let instantiated = pre.instantiate(&mut store);
         let stderr = store.data_mut().end_call();
         let refused_memory = store.data().limiter.refused_growth();
         let bindings = instantiated.map_err(|error| {
-            let mut failure = self.describe_failure(&error, refused_memory, &stderr);
+            let mut failure = self.describe_failure(&error, refused_memory, &stderr, deadline);
             failure.reason = format!("plugin failed to start: {}", failure.reason);
             failure
         })?;
@@ -150,17 +156,16 @@ impl PluginWorker {
         })
     }
 
-    /// Deadline in epoch ticks, rounded up plus one: the current tick may be
-    /// nearly over, and a call must never be cut off before its deadline.
-    fn deadline_ticks(&self) -> u64 {
-        let tick_ms = EPOCH_TICK.as_millis() as u64;
-        self.plugin.limits().deadline_ms.div_ceil(tick_ms) + 1
-    }
-
     /// `refused_memory`: whether the store's limiter refused a grow during
     /// the failed call, which makes the failure a memory-cap hit whatever
     /// trap the guest raised afterwards.
-    fn describe_failure(&self, error: &wasmtime::Error, refused_memory: bool, stderr: &[String]) -> PluginFailure {
+    fn describe_failure(
+        &self,
+        error: &wasmtime::Error,
+        refused_memory: bool,
+        stderr: &[String],
+        deadline: Deadline,
+    ) -> PluginFailure {
         let limits = self.plugin.limits();
         if refused_memory {
             return PluginFailure {
@@ -172,7 +177,7 @@ impl PluginWorker {
         if trap == Some(&Trap::Interrupt) {
             return PluginFailure {
                 kind: FailureKind::Deadline,
-                reason: format!("plugin exceeded its {} ms deadline", limits.deadline_ms),
+                reason: deadline.exceeded(limits),
             };
         }
         let cause = match trap {
@@ -185,6 +190,59 @@ impl PluginWorker {
             reason: with_guest_output(format!("plugin trapped: {cause}"), stderr),
         }
     }
+}
+
+/// The wall-clock limit of one call, and what it was computed from, for
+/// the failure reason.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    ms: u64,
+    /// `Some(n)` for a `handle-batch` call on `n` messages.
+    batch_of: Option<usize>,
+}
+
+impl Deadline {
+    fn message(limits: &PluginLimits) -> Self {
+        Deadline {
+            ms: limits.deadline_ms,
+            batch_of: None,
+        }
+    }
+
+    fn batch(limits: &PluginLimits, messages: usize) -> Self {
+        Deadline {
+            ms: limits.batch_deadline_ms(messages),
+            batch_of: Some(messages),
+        }
+    }
+
+    /// "plugin exceeded its 200 ms deadline", or for a batch how its
+    /// deadline came about, so an operator can tell a slow plugin from a
+    /// cap set too low.
+    fn exceeded(&self, limits: &PluginLimits) -> String {
+        match self.batch_of {
+            None => format!("plugin exceeded its {} ms deadline", self.ms),
+            Some(messages) => format!(
+                "plugin exceeded its {} ms deadline for a batch of {messages} messages \
+                 ({} ms per message, at most {} ms per batch)",
+                self.ms,
+                limits.deadline_ms,
+                limits.batch_deadline_cap_ms.max(limits.deadline_ms)
+            ),
+        }
+    }
+}
+
+/// A deadline in epoch ticks, rounded up plus one: the current tick may be
+/// nearly over, and a call must never be cut off before its deadline.
+///
+/// At most half the epoch range, whatever the tick length: wasmtime adds
+/// the ticks to the current epoch unchecked, and a sum that wrapped would
+/// put the deadline in the past, so a call with an absurd deadline (`sluice
+/// test --deadline-ms` takes any number) would be interrupted at once.
+fn deadline_ticks(deadline_ms: u64) -> u64 {
+    let tick_ms = EPOCH_TICK.as_millis() as u64;
+    deadline_ms.div_ceil(tick_ms).saturating_add(1).min(u64::MAX / 2)
 }
 
 /// Append what the guest printed to stderr during the call (a Rust panic
@@ -205,4 +263,36 @@ fn with_guest_output(reason: String, stderr: &[String]) -> String {
         None => printed,
     };
     format!("{reason} (guest stderr: {printed})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Deadline, PluginLimits, deadline_ticks};
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks_and_never_wrap() {
+        assert_eq!(deadline_ticks(1), 2);
+        assert_eq!(deadline_ticks(10), 2);
+        assert_eq!(deadline_ticks(11), 3);
+        let longest = deadline_ticks(u64::MAX);
+        assert!((u64::MAX / 20..=u64::MAX / 2).contains(&longest), "{longest}");
+    }
+
+    #[test]
+    fn a_blown_batch_deadline_says_how_it_was_computed() {
+        let limits = PluginLimits {
+            deadline_ms: 20,
+            batch_deadline_cap_ms: 1000,
+            ..PluginLimits::default()
+        };
+        assert_eq!(
+            Deadline::message(&limits).exceeded(&limits),
+            "plugin exceeded its 20 ms deadline"
+        );
+        assert_eq!(
+            Deadline::batch(&limits, 10).exceeded(&limits),
+            "plugin exceeded its 200 ms deadline for a batch of 10 messages (20 ms per message, at most 1000 ms per batch)"
+        );
+        assert_eq!(Deadline::batch(&limits, 100).ms, 1000);
+    }
 }
