@@ -141,34 +141,45 @@ fn out_of_range_values_are_explained() {
 
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("`retry.jitter` must be between 0.0 and 1.0, got 3"),
+        stderr.contains("`retry.jitter` must be between 0 and 1, got 3"),
         "{stderr}"
     );
 }
 
 #[test]
-fn an_unreachable_broker_fails_with_the_address() {
-    let address = format!("127.0.0.1:{}", free_port());
+fn values_past_their_upper_bound_are_named_with_the_bound() {
     let toml = spec_toml(
-        &address,
+        "127.0.0.1:9092",
         &rust_plugin("uppercase"),
-        "[startup]\nmax_attempts = 3\ninitial_backoff_ms = 100\n",
+        "[retry]\nmultiplier = 1e300\n",
     );
-    let started = std::time::Instant::now();
 
-    let (code, stderr) = run(&toml, &[]);
+    let (multiplier, multiplier_error) = run(&toml, &[]);
+    let (ttl, ttl_error) = run(
+        &format!("{toml}\n[dedup]\nkey = \"message-key\"\nttl_seconds = 9000000000000\n")
+            .replace("multiplier = 1e300", ""),
+        &[],
+    );
+    let (batch, batch_error) = run(
+        &toml.replace("multiplier = 1e300", ""),
+        &[("SLUICE_STAGE_BATCH_SIZE", "100000000")],
+    );
 
-    assert_eq!(code, Some(1));
+    assert_eq!(multiplier, Some(1));
     assert!(
-        stderr.contains("cannot start (broker metadata): gave up after 3 attempts"),
-        "{stderr}"
+        multiplier_error.contains("`retry.multiplier` must be between 1 and 100, got 1e300"),
+        "{multiplier_error}"
     );
+    assert_eq!(ttl, Some(1));
     assert!(
-        stderr.contains(&format!("cannot read cluster metadata from {address}")),
-        "{stderr}"
+        ttl_error.contains("`dedup.ttl_seconds` must be between 1 and 315360000, got 9000000000000"),
+        "{ttl_error}"
     );
-    assert_eq!(stderr.matches("startup step failed; retrying").count(), 2, "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(batch, Some(1));
+    assert!(
+        batch_error.contains("`stage.batch_size` must be between 1 and 10000, got 100000000"),
+        "{batch_error}"
+    );
 }
 
 /// Latin-1 bytes: a fine value for a C program, not UTF-8.
@@ -208,7 +219,32 @@ fn variables_that_are_not_ours_may_hold_any_bytes() {
 
     assert_eq!(code, Some(1));
     assert!(
-        stderr.contains("`retry.jitter` must be between 0.0 and 1.0, got 3"),
+        stderr.contains("`retry.jitter` must be between 0 and 1, got 3"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_unreachable_broker_fails_with_the_address() {
+    let address = format!("127.0.0.1:{}", free_port());
+    let toml = spec_toml(
+        &address,
+        &rust_plugin("uppercase"),
+        "[startup]\nmax_attempts = 3\ninitial_backoff_ms = 100\n",
+    );
+    let started = std::time::Instant::now();
+
+    let (code, stderr) = run(&toml, &[]);
+
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("cannot start (broker metadata): gave up after 3 attempts"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot read cluster metadata from {address}")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("startup step failed; retrying").count(), 2, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
 }

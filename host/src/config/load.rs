@@ -1,5 +1,6 @@
 //! Reading and validating a stage file.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -8,7 +9,8 @@ use redis::IntoConnectionInfo;
 
 use super::env::{EnvOverride, NotUnicode};
 use super::profile::ConsumerProfile;
-use super::stage::{DedupKeyKind, DedupSection, StageConfig};
+use super::stage::{DedupKeyKind, DedupSection, MAX_CONCURRENCY, StageConfig};
+use crate::plugin::PluginLimits;
 
 /// Why a stage file cannot be used. Each message names the file or key at
 /// fault and what would make it right.
@@ -111,40 +113,56 @@ fn describe(error: figment::Error) -> String {
 
 type Invalid = (&'static str, String);
 
+/// Ten years in seconds: the longest a dedup mark may last. Longer is no
+/// use to anyone and overflows the in-memory store's clock arithmetic.
+const MAX_DEDUP_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// One hour in milliseconds: the longest any wait, interval or timeout of
+/// the stage may be. Longer looks like a stall to every operator.
+const HOUR_MS: u64 = 3_600_000;
+
+/// One day in seconds.
+const DAY_SECONDS: u64 = 86_400;
+
+/// Every key is checked against an upper bound as well as a lower one: a
+/// value too large to mean anything (a ten-thousand-year TTL, a billion
+/// messages per batch) would otherwise panic deep inside the stage, in a
+/// `Duration`, an allocation or a dependency, instead of being named here.
 fn validate(config: &StageConfig) -> Result<(), Invalid> {
     let stage = &config.stage;
     check_name("stage.name", &stage.name)?;
-    at_least("stage.batch_size", stage.batch_size as u64, 1)?;
-    at_least("stage.concurrency", stage.concurrency as u64, 1)?;
-    at_least(
+    // Each batch is allocated up front and handed to one plugin call.
+    between("stage.batch_size", stage.batch_size, 1, 10_000)?;
+    between("stage.concurrency", stage.concurrency, 1, MAX_CONCURRENCY)?;
+    between(
         "stage.max_in_flight_per_partition",
-        stage.max_in_flight_per_partition as u64,
+        stage.max_in_flight_per_partition,
         1,
+        1_000_000,
     )?;
-    at_least("stage.commit_interval_ms", stage.commit_interval_ms, 1)?;
+    between("stage.commit_interval_ms", stage.commit_interval_ms, 1, HOUR_MS)?;
+    between("stage.drain_timeout_ms", stage.drain_timeout_ms, 0, HOUR_MS)?;
 
     let plugin = &config.plugin;
     if !plugin.path.is_file() {
         return Err(("plugin.path", format!("{}: no such file", plugin.path.display())));
     }
-    at_least("plugin.limits.memory_mib", plugin.limits.memory_mib, 1)?;
-    at_least("plugin.limits.deadline_ms", plugin.limits.deadline_ms, 1)?;
-    at_least(
-        "plugin.limits.batch_deadline_cap_ms",
-        plugin.limits.batch_deadline_cap_ms,
-        1,
-    )?;
+    validate_plugin_limits(&plugin.limits)?;
     let reload = &plugin.reload;
-    at_least("plugin.reload.debounce_ms", reload.debounce_ms, 1)?;
-    if !(0.0..=1.0).contains(&reload.rollback_failure_rate) {
-        return Err((
-            "plugin.reload.rollback_failure_rate",
-            format!(
-                "must be a fraction between 0 and 1 (got {}); 0.5 rolls back a version when more than half of its trial calls fail",
-                reload.rollback_failure_rate
-            ),
-        ));
-    }
+    between("plugin.reload.debounce_ms", reload.debounce_ms, 1, 60_000)?;
+    between("plugin.reload.trial_calls", reload.trial_calls, 0, 1_000_000)?;
+    between_float(
+        "plugin.reload.rollback_failure_rate",
+        reload.rollback_failure_rate,
+        0.0,
+        1.0,
+    )
+    .map_err(|(key, reason)| {
+        (
+            key,
+            format!("{reason}; 0.5 rolls back a version when more than half of its trial calls fail"),
+        )
+    })?;
 
     let kafka = &config.kafka;
     if !kafka.is_embedded() {
@@ -173,27 +191,43 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
         }
     }
     if let Some(create) = &kafka.create_topics {
-        at_least("kafka.create_topics.partitions", create.partitions as u64, 1)?;
-        at_least(
+        between("kafka.create_topics.partitions", create.partitions, 1, 10_000)?;
+        between(
             "kafka.create_topics.replication_factor",
-            create.replication_factor as u64,
+            create.replication_factor,
             1,
+            32,
         )?;
     }
 
-    at_least("kafka.recovery.error_gap_seconds", kafka.recovery.error_gap_seconds, 1)?;
-    at_least(
-        "kafka.recovery.max_recreations",
-        u64::from(kafka.recovery.max_recreations),
-        1,
+    let recovery = &kafka.recovery;
+    between(
+        "kafka.recovery.recreate_after_errors",
+        recovery.recreate_after_errors,
+        0,
+        1_000_000,
     )?;
-    at_least(
-        "kafka.recovery.recreation_window_seconds",
-        kafka.recovery.recreation_window_seconds,
+    between(
+        "kafka.recovery.error_gap_seconds",
+        recovery.error_gap_seconds,
         1,
+        DAY_SECONDS,
+    )?;
+    between("kafka.recovery.max_recreations", recovery.max_recreations, 1, 1000)?;
+    between(
+        "kafka.recovery.recreation_window_seconds",
+        recovery.recreation_window_seconds,
+        1,
+        DAY_SECONDS,
     )?;
 
     let observe = &config.observe;
+    between(
+        "observe.stuck_after_seconds",
+        observe.stuck_after_seconds,
+        1,
+        DAY_SECONDS,
+    )?;
     if observe.stuck_after_seconds.saturating_mul(1000) <= stage.drain_timeout_ms {
         return Err((
             "observe.stuck_after_seconds",
@@ -204,31 +238,35 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
         ));
     }
 
-    at_least("startup.max_attempts", config.startup.max_attempts.into(), 1)?;
+    let startup = &config.startup;
+    between("startup.max_attempts", startup.max_attempts, 1, 1000)?;
+    between("startup.initial_backoff_ms", startup.initial_backoff_ms, 0, HOUR_MS)?;
+    between("startup.max_backoff_ms", startup.max_backoff_ms, 0, HOUR_MS)?;
+    not_above_max_backoff(
+        "startup.initial_backoff_ms",
+        "startup.max_backoff_ms",
+        startup.initial_backoff_ms,
+        startup.max_backoff_ms,
+    )?;
+    between(
+        "startup.certificate_warning_days",
+        startup.certificate_warning_days,
+        0,
+        3650,
+    )?;
 
     let retry = &config.retry;
-    at_least("retry.max_attempts", retry.max_attempts.into(), 1)?;
-    if !(retry.multiplier >= 1.0 && retry.multiplier.is_finite()) {
-        return Err((
-            "retry.multiplier",
-            format!("must be at least 1.0, got {}", retry.multiplier),
-        ));
-    }
-    if !(0.0..=1.0).contains(&retry.jitter) {
-        return Err((
-            "retry.jitter",
-            format!("must be between 0.0 and 1.0, got {}", retry.jitter),
-        ));
-    }
-    if retry.initial_backoff_ms > retry.max_backoff_ms {
-        return Err((
-            "retry.initial_backoff_ms",
-            format!(
-                "({}) is larger than retry.max_backoff_ms ({})",
-                retry.initial_backoff_ms, retry.max_backoff_ms
-            ),
-        ));
-    }
+    between("retry.max_attempts", retry.max_attempts, 1, 1000)?;
+    between("retry.initial_backoff_ms", retry.initial_backoff_ms, 0, HOUR_MS)?;
+    between("retry.max_backoff_ms", retry.max_backoff_ms, 0, HOUR_MS)?;
+    not_above_max_backoff(
+        "retry.initial_backoff_ms",
+        "retry.max_backoff_ms",
+        retry.initial_backoff_ms,
+        retry.max_backoff_ms,
+    )?;
+    between_float("retry.multiplier", retry.multiplier, 1.0, 100.0)?;
+    between_float("retry.jitter", retry.jitter, 0.0, 1.0)?;
 
     if let Some(dedup) = &config.dedup {
         validate_dedup(dedup)?;
@@ -239,12 +277,40 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
         return Err(("embedded", "is only used when kafka.brokers = \"embedded\"".to_owned()));
     }
     if let Some(partitions) = embedded.partitions {
-        at_least("embedded.partitions", partitions as u64, 1)?;
+        // An in-process mock cluster: every partition costs threads and
+        // memory in this process.
+        between("embedded.partitions", partitions, 1, 256)?;
     }
     if let Some(seed) = &embedded.seed
         && !seed.is_file()
     {
         return Err(("embedded.seed", format!("{}: no such file", seed.display())));
+    }
+    Ok(())
+}
+
+fn validate_plugin_limits(limits: &PluginLimits) -> Result<(), Invalid> {
+    // A component's linear memory is 32-bit: 4 GiB is all it can address.
+    between("plugin.limits.memory_mib", limits.memory_mib, 1, 4096)?;
+    between("plugin.limits.deadline_ms", limits.deadline_ms, 1, 10 * 60_000)?;
+    between(
+        "plugin.limits.batch_deadline_cap_ms",
+        limits.batch_deadline_cap_ms,
+        1,
+        HOUR_MS,
+    )
+}
+
+/// An initial backoff may not exceed its table's `max_backoff_ms`: the
+/// first wait would be cut to the cap, which is not what was written.
+fn not_above_max_backoff(
+    key: &'static str,
+    max_key: &'static str,
+    initial_ms: u64,
+    max_ms: u64,
+) -> Result<(), Invalid> {
+    if initial_ms > max_ms {
+        return Err((key, format!("({initial_ms}) is larger than {max_key} ({max_ms})")));
     }
     Ok(())
 }
@@ -265,9 +331,10 @@ fn validate_dedup(dedup: &DedupSection) -> Result<(), Invalid> {
         }
         _ => {}
     }
-    at_least("dedup.ttl_seconds", dedup.ttl_seconds, 1)?;
-    at_least("dedup.redis_timeout_ms", dedup.redis_timeout_ms, 1)?;
-    at_least("dedup.memory_capacity", dedup.memory_capacity, 1)?;
+    between("dedup.ttl_seconds", dedup.ttl_seconds, 1, MAX_DEDUP_TTL_SECONDS)?;
+    between("dedup.redis_timeout_ms", dedup.redis_timeout_ms, 1, 300_000)?;
+    // Each in-memory mark costs on the order of a hundred bytes.
+    between("dedup.memory_capacity", dedup.memory_capacity, 1, 100_000_000)?;
     validate_claim_lease(dedup)?;
     match &dedup.redis_url {
         None if dedup.redis_cluster => {
@@ -326,11 +393,38 @@ fn validate_claim_lease(dedup: &DedupSection) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn at_least(key: &'static str, value: u64, minimum: u64) -> Result<(), Invalid> {
-    if value < minimum {
-        return Err((key, format!("must be at least {minimum}, got {value}")));
+/// An integer key within `minimum..=maximum`.
+fn between<T: PartialOrd + Display>(key: &'static str, value: T, minimum: T, maximum: T) -> Result<(), Invalid> {
+    if value < minimum || value > maximum {
+        return Err((key, format!("must be between {minimum} and {maximum}, got {value}")));
     }
     Ok(())
+}
+
+/// A floating-point key within `minimum..=maximum`; NaN is never within.
+fn between_float(key: &'static str, value: f64, minimum: f64, maximum: f64) -> Result<(), Invalid> {
+    if !(minimum..=maximum).contains(&value) {
+        return Err((
+            key,
+            format!(
+                "must be between {} and {}, got {}",
+                float(minimum),
+                float(maximum),
+                float(value)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A float as a user wrote it: `3` rather than `3.0`, `1e300` rather than
+/// three hundred digits.
+fn float(value: f64) -> String {
+    if value.is_finite() && value.fract() == 0.0 && value.abs() < 1e16 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:?}")
+    }
 }
 
 fn check_name(key: &'static str, name: &str) -> Result<(), Invalid> {
@@ -379,4 +473,332 @@ fn check_brokers(brokers: &str) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::{ConfigError, load};
+    use crate::config::{ConsumerRecoverySection, RetrySection, StageConfig, StartupSection};
+    use crate::plugin::{PluginLimits, ReloadSettings};
+
+    /// The documented stage file, whose `# Bounds: A to B.` lines are the
+    /// user's word on what each key accepts.
+    const EXAMPLE: &str = include_str!("../../../examples/stage.toml");
+
+    /// Every numeric key of a stage file. Each must have its bounds
+    /// documented in the example and enforced by the loader.
+    const NUMERIC_KEYS: [&str; 32] = [
+        "stage.batch_size",
+        "stage.concurrency",
+        "stage.max_in_flight_per_partition",
+        "stage.commit_interval_ms",
+        "stage.drain_timeout_ms",
+        "plugin.limits.memory_mib",
+        "plugin.limits.deadline_ms",
+        "plugin.limits.batch_deadline_cap_ms",
+        "plugin.reload.debounce_ms",
+        "plugin.reload.trial_calls",
+        "plugin.reload.rollback_failure_rate",
+        "kafka.create_topics.partitions",
+        "kafka.create_topics.replication_factor",
+        "kafka.recovery.recreate_after_errors",
+        "kafka.recovery.error_gap_seconds",
+        "kafka.recovery.max_recreations",
+        "kafka.recovery.recreation_window_seconds",
+        "retry.max_attempts",
+        "retry.initial_backoff_ms",
+        "retry.max_backoff_ms",
+        "retry.multiplier",
+        "retry.jitter",
+        "startup.max_attempts",
+        "startup.initial_backoff_ms",
+        "startup.max_backoff_ms",
+        "startup.certificate_warning_days",
+        "observe.stuck_after_seconds",
+        "dedup.ttl_seconds",
+        "dedup.redis_timeout_ms",
+        "dedup.memory_capacity",
+        "dedup.claim_lease_ms",
+        "embedded.partitions",
+    ];
+
+    /// A stage file as tables of `key = value` lines (values are TOML
+    /// literals), starting from the smallest valid one.
+    #[derive(Clone, Debug)]
+    struct Doc(BTreeMap<String, BTreeMap<String, String>>);
+
+    impl Doc {
+        fn minimal() -> Doc {
+            let mut doc = Doc(BTreeMap::new());
+            doc.set("stage.name", "\"bounded\"");
+            doc.set("plugin.path", "\"plugin.wasm\"");
+            doc.set("kafka.brokers", "\"localhost:9092\"");
+            doc.set("kafka.group_id", "\"g\"");
+            doc.set("kafka.input_topics", "\"in\"");
+            doc.set("kafka.output_topic", "\"out\"");
+            doc.set("kafka.dead_letter_topic", "\"dlq\"");
+            doc
+        }
+
+        /// Set `path` (`table.key`; the table may be dotted) to `value`.
+        fn set(&mut self, path: &str, value: &str) {
+            let (table, key) = path.rsplit_once('.').expect("a key path has a table");
+            self.0
+                .entry(table.to_owned())
+                .or_default()
+                .insert(key.to_owned(), value.to_owned());
+        }
+
+        fn to_toml(&self) -> String {
+            let mut text = String::new();
+            for (table, keys) in &self.0 {
+                text.push_str(&format!("[{table}]\n"));
+                for (key, value) in keys {
+                    text.push_str(&format!("{key} = {value}\n"));
+                }
+                text.push('\n');
+            }
+            text
+        }
+    }
+
+    /// Load `text` as a stage file next to a plugin file.
+    fn load_text(text: impl AsRef<[u8]>) -> Result<StageConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("plugin.wasm"), b"not read by load").expect("plugin file");
+        let path = dir.path().join("stage.toml");
+        std::fs::write(&path, text).expect("stage file");
+        load(&path)
+    }
+
+    fn load_doc(doc: &Doc) -> Result<StageConfig, ConfigError> {
+        load_text(doc.to_toml())
+    }
+
+    /// `(key, minimum, maximum)` from the example's `# Bounds:` lines, each
+    /// belonging to the next key line (written or commented out) after it.
+    fn documented_bounds() -> Vec<(String, String, String)> {
+        let mut table = String::new();
+        let mut pending: Option<(String, String)> = None;
+        let mut bounds = Vec::new();
+        for line in EXAMPLE.lines() {
+            let bare = line.trim_start_matches('#').trim();
+            if let Some(range) = line.strip_prefix("# Bounds: ") {
+                let range = range.split(" (").next().unwrap().trim_end_matches('.');
+                let (low, high) = range.split_once(" to ").expect("`A to B`");
+                pending = Some((low.to_owned(), high.to_owned()));
+            } else if let Some(name) = bare.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+                table = name.to_owned();
+            } else if let Some((key, _)) = bare.split_once(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && let Some((low, high)) = pending.take()
+            {
+                bounds.push((format!("{table}.{key}"), low, high));
+            }
+        }
+        bounds
+    }
+
+    /// What a key needs around it to be checked on its own: its table's
+    /// required keys, and room in the keys it is compared with.
+    fn context(key: &str) -> Doc {
+        let mut doc = Doc::minimal();
+        match key {
+            "stage.drain_timeout_ms" => doc.set("observe.stuck_after_seconds", "86400"),
+            "observe.stuck_after_seconds" => doc.set("stage.drain_timeout_ms", "0"),
+            "retry.initial_backoff_ms" => doc.set("retry.max_backoff_ms", "3600000"),
+            "retry.max_backoff_ms" => doc.set("retry.initial_backoff_ms", "0"),
+            "startup.initial_backoff_ms" => doc.set("startup.max_backoff_ms", "3600000"),
+            "startup.max_backoff_ms" => doc.set("startup.initial_backoff_ms", "0"),
+            // A claim lease must cover three Redis timeouts.
+            "dedup.claim_lease_ms" => doc.set("dedup.redis_timeout_ms", "1"),
+            "dedup.redis_timeout_ms" => doc.set("dedup.claim_lease_ms", "3600000"),
+            _ => {}
+        }
+        if key.starts_with("dedup.") {
+            doc.set("dedup.key", "\"message-key\"");
+        }
+        if key.starts_with("kafka.create_topics.") {
+            doc.set("kafka.create_topics.partitions", "1");
+        }
+        if key.starts_with("embedded.") {
+            doc.set("kafka.brokers", "\"embedded\"");
+        }
+        doc
+    }
+
+    #[test]
+    fn every_numeric_key_has_documented_bounds() {
+        let documented: BTreeSet<String> = documented_bounds().into_iter().map(|(key, _, _)| key).collect();
+        let expected: BTreeSet<String> = NUMERIC_KEYS.iter().map(|key| key.to_string()).collect();
+        assert_eq!(documented, expected);
+    }
+
+    #[test]
+    fn the_documented_bounds_are_the_enforced_ones() {
+        for (key, low, high) in documented_bounds() {
+            let is_float = [
+                "retry.multiplier",
+                "retry.jitter",
+                "plugin.reload.rollback_failure_rate",
+            ]
+            .contains(&key.as_str());
+            let literal = |text: &str| -> String {
+                if is_float {
+                    format!("{:?}", text.parse::<f64>().unwrap())
+                } else {
+                    text.to_owned()
+                }
+            };
+            let with = |value: &str| {
+                let mut doc = context(&key);
+                doc.set(&key, value);
+                load_doc(&doc)
+            };
+            for inside in [&low, &high] {
+                if let Err(error) = with(&literal(inside)) {
+                    panic!("{key} = {inside} is documented as allowed: {error}");
+                }
+            }
+            // The message names the key, the bound and the value.
+            // `dedup.claim_lease_ms` words each end apart, as its lower bound
+            // also depends on `dedup.redis_timeout_ms`.
+            let refused = |error: &str, bound: &str, value: &str| {
+                error.contains(&format!("`{key}` must be between {low} and {high}, got {value}"))
+                    || key == "dedup.claim_lease_ms"
+                        && error.contains(&format!("`{key}` must be at "))
+                        && error.contains(bound)
+                        && error.contains(&format!("got {value}"))
+            };
+            let (below, above) = if is_float {
+                let (low, high) = (low.parse::<f64>().unwrap(), high.parse::<f64>().unwrap());
+                (format!("{:?}", low - 0.5), format!("{:?}", high + 0.5))
+            } else {
+                let (low, high) = (low.parse::<i64>().unwrap(), high.parse::<i64>().unwrap());
+                ((low - 1).to_string(), (high + 1).to_string())
+            };
+            let error = with(&above).expect_err(&format!("{key} = {above}")).to_string();
+            assert!(refused(&error, &high, &above), "{key}: {error}");
+            let error = with(&below).expect_err(&format!("{key} = {below}")).to_string();
+            if low != "0" || is_float {
+                assert!(refused(&error, &low, &below), "{key}: {error}");
+            } else {
+                // Unsigned: -1 is refused by type, still naming the key.
+                assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_example_stage_file_loads_with_the_defaults_it_shows() {
+        let text = EXAMPLE.replace("../plugins/dist/rust/uppercase.wasm", "plugin.wasm");
+        let config = load_text(text).unwrap_or_else(|error| panic!("{error}"));
+        let plain = load_doc(&Doc::minimal()).expect("minimal stage");
+        assert_eq!(config.stage.batch_size, plain.stage.batch_size);
+        assert_eq!(
+            config.stage.max_in_flight_per_partition,
+            plain.stage.max_in_flight_per_partition
+        );
+        assert_eq!(config.stage.commit_interval_ms, plain.stage.commit_interval_ms);
+        assert_eq!(config.stage.drain_timeout_ms, plain.stage.drain_timeout_ms);
+        assert_eq!(config.plugin.limits, PluginLimits::default());
+        assert_eq!(config.plugin.reload, ReloadSettings::default());
+        assert_eq!(config.kafka.recovery, ConsumerRecoverySection::default());
+        assert_eq!(config.retry, RetrySection::default());
+        assert_eq!(config.startup, StartupSection::default());
+        assert_eq!(config.observe, plain.observe);
+    }
+
+    #[test]
+    fn values_that_used_to_panic_later_are_refused_with_the_key_and_bound() {
+        let cases = [
+            (
+                "retry.multiplier",
+                "1e300",
+                "`retry.multiplier` must be between 1 and 100, got 1e300",
+            ),
+            (
+                "retry.multiplier",
+                "inf",
+                "`retry.multiplier` must be between 1 and 100, got inf",
+            ),
+            ("retry.jitter", "nan", "`retry.jitter` must be between 0 and 1, got NaN"),
+            (
+                "dedup.ttl_seconds",
+                "9223372036854775807",
+                "`dedup.ttl_seconds` must be between 1 and 315360000, got 9223372036854775807",
+            ),
+            (
+                "stage.batch_size",
+                "9223372036854775807",
+                "`stage.batch_size` must be between 1 and 10000, got 9223372036854775807",
+            ),
+            (
+                "stage.concurrency",
+                "4611686018427387904",
+                "`stage.concurrency` must be between 1 and 1024, got 4611686018427387904",
+            ),
+            (
+                "observe.stuck_after_seconds",
+                "9223372036854775807",
+                "`observe.stuck_after_seconds` must be between 1 and 86400, got 9223372036854775807",
+            ),
+            // A negative count was once accepted: `-1 as u64` is huge.
+            (
+                "kafka.create_topics.partitions",
+                "-1",
+                "`kafka.create_topics.partitions` must be between 1 and 10000, got -1",
+            ),
+            (
+                "embedded.partitions",
+                "-5",
+                "`embedded.partitions` must be between 1 and 256, got -5",
+            ),
+        ];
+        for (key, value, expected) in cases {
+            let mut doc = context(key);
+            doc.set(key, value);
+            let error = load_doc(&doc).expect_err(key).to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_initial_backoff_above_the_maximum_is_refused_for_startup_too() {
+        let mut doc = Doc::minimal();
+        doc.set("startup.initial_backoff_ms", "20000");
+        let error = load_doc(&doc).unwrap_err().to_string();
+        assert!(
+            error.contains("`startup.initial_backoff_ms` (20000) is larger than startup.max_backoff_ms (10000)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_batch_deadline_cap_below_the_message_deadline_is_allowed() {
+        // The batch deadline never falls below one message's, so a cap
+        // under `deadline_ms` is harmless and raising `deadline_ms` alone
+        // (as the slow-handler profile does) never breaks a stage file.
+        let mut doc = Doc::minimal();
+        doc.set("plugin.limits.deadline_ms", "30000");
+        doc.set("plugin.limits.batch_deadline_cap_ms", "1000");
+        let config = load_doc(&doc).expect("valid");
+        assert_eq!(config.plugin.limits.batch_deadline_ms(10), 30_000);
+    }
+
+    #[test]
+    fn a_table_where_a_choice_belongs_is_named_by_its_key() {
+        let mut doc = Doc::minimal();
+        doc.set("dedup.key", "{ a = 1 }");
+        let error = load_doc(&doc).unwrap_err().to_string();
+        assert!(error.contains("`dedup.key.a`: unknown variant"), "{error}");
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_with_its_place() {
+        let error = load_text("[stage]\nname = \"x\"\n[plugin\n").unwrap_err().to_string();
+        assert!(error.contains("line 3"), "{error}");
+    }
 }

@@ -8,6 +8,8 @@ use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::stage::MAX_CONCURRENCY;
+
 /// What a stage spends its time on. Documented for users, with when to
 /// pick which, in `examples/stage.toml` and the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,8 +133,12 @@ impl ConsumerProfile {
     }
 }
 
+/// CPUs, at most half of [`MAX_CONCURRENCY`] so that even `io-bound`'s
+/// two calls per CPU stay within the bound the loader checks.
 fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .min(MAX_CONCURRENCY / 2)
 }
 
 #[cfg(test)]

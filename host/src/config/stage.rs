@@ -1,5 +1,6 @@
 //! The shape of a stage file. Every key is documented for users in
-//! `examples/stage.toml`; keep the two in step.
+//! `examples/stage.toml`, with its bounds (checked in `load.rs`); keep the
+//! three in step.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -305,8 +306,15 @@ fn default_batch_size() -> usize {
     100
 }
 
+/// The most plugin calls a stage may run at once. Calls run on tokio's
+/// blocking pool (512 threads by default); far more permits than threads
+/// only queue, and a huge count would overflow the semaphore.
+pub(crate) const MAX_CONCURRENCY: usize = 1024;
+
 fn default_concurrency() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .min(MAX_CONCURRENCY)
 }
 
 fn default_max_in_flight() -> usize {

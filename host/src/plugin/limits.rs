@@ -6,7 +6,10 @@ use wasmtime::ResourceLimiter;
 /// Per-instance limits, from the stage file's `[plugin.limits]` table.
 ///
 /// Defaults suit a typical transform: generous for real work, small enough
-/// that one misbehaving plugin cannot starve the process.
+/// that one misbehaving plugin cannot starve the process. The stage-file
+/// loader bounds each (`memory_mib` 1 to 4096, `deadline_ms` 1 to 600000,
+/// `batch_deadline_cap_ms` 1 to 3600000); the arithmetic here saturates
+/// for any value a library user sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimits {

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// `rollback_failure_rate` of those calls fail (trap, deadline, memory cap,
 /// broken contract), the version it replaced is restored: a bad release
 /// costs a few retries, not a dead-letter topic full of good messages.
+///
+/// The stage-file loader bounds every number (`debounce_ms` 1 to 60000,
+/// `trial_calls` 0 to 1000000, `rollback_failure_rate` 0 to 1); the
+/// arithmetic here still tolerates any value a library user sets.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReloadSettings {
