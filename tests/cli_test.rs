@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use sluice_tests::{fixture, rust_plugin, sluice_bin};
+use proptest::prelude::*;
+use sluice_tests::{fixture, rust_plugin, shared_plugin_cache, sluice_bin};
 use tempfile::TempDir;
 
 fn sluice_test(plugin: &str, input: &Path, extra: &[&str]) -> Output {
@@ -156,4 +157,121 @@ fn a_bad_config_argument_is_a_usage_error() {
         stderr.contains("expected KEY=VALUE, got \"no-equals-sign\""),
         "{stderr}"
     );
+}
+
+/// One input line of a generated file: a message, a blank line, or a line
+/// that is wrong in one of the ways people get JSON Lines wrong.
+#[derive(Debug, Clone)]
+enum Line {
+    Message(serde_json::Value),
+    Blank(&'static str),
+    Broken(Vec<u8>),
+}
+
+fn any_line() -> impl Strategy<Value = Line> {
+    let message = (
+        prop::option::of(any::<String>()),
+        prop::option::of(any::<String>()),
+        prop::option::of(any::<i32>()),
+        prop::option::of(any::<u32>()),
+        prop::collection::btree_map("[a-z-]{1,6}", any::<String>(), 0..3),
+    )
+        .prop_map(|(key, value, partition, attempt, headers)| {
+            let mut object = serde_json::Map::new();
+            if let Some(key) = key {
+                object.insert("key".into(), key.into());
+            }
+            if let Some(value) = value {
+                object.insert("value".into(), value.into());
+            }
+            if let Some(partition) = partition {
+                object.insert("partition".into(), partition.into());
+            }
+            if let Some(attempt) = attempt {
+                object.insert("attempt".into(), attempt.into());
+            }
+            object.insert(
+                "headers".into(),
+                headers
+                    .into_iter()
+                    .map(|(name, value)| (name, value.into()))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            );
+            Line::Message(serde_json::Value::Object(object))
+        });
+    let broken: Vec<&'static [u8]> = vec![
+        b"{\"value\": \"unterminated",
+        b"not json at all",
+        b"[1, 2, 3]",
+        b"\"just a string\"",
+        b"{\"value\": 42}",
+        b"{\"vaule\": \"typo\"}",
+        b"{\"value\": \"a\", \"value_base64\": \"YQ==\"}",
+        b"{\"key_base64\": \"***\"}",
+        b"{\"headers\": {\"h\": 1}}",
+        b"{\"headers\": [{\"name\": \"h\"}]}",
+        b"{\"partition\": 3000000000}",
+        b"{\"attempt\": -1}",
+        b"{\"offset\": 1e400}",
+        b"{\"value\": \"caf\xe9\"}",
+        b"\xff\xfe",
+    ];
+    prop_oneof![
+        6 => message,
+        1 => prop::sample::select(vec!["", "   ", "\t"]).prop_map(Line::Blank),
+        2 => prop::sample::select(broken).prop_map(|bytes| Line::Broken(bytes.to_vec())),
+    ]
+}
+
+proptest! {
+    // Each case runs the binary once (the plugin comes from the shared
+    // compiled cache): a couple of seconds in all.
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever the input file holds, `sluice test` never panics: it prints
+    /// a verdict for every message up to the first bad line, then fails
+    /// naming that line's number.
+    #[test]
+    fn any_input_file_gives_verdicts_then_names_the_first_bad_line(
+        lines in prop::collection::vec(any_line(), 0..12),
+    ) {
+        let dir = TempDir::new().unwrap();
+        let input = dir.path().join("input.jsonl");
+        let mut bytes = Vec::new();
+        for line in &lines {
+            match line {
+                Line::Message(value) => bytes.extend_from_slice(value.to_string().as_bytes()),
+                Line::Blank(text) => bytes.extend_from_slice(text.as_bytes()),
+                Line::Broken(raw) => bytes.extend_from_slice(raw),
+            }
+            bytes.push(b'\n');
+        }
+        std::fs::write(&input, &bytes).unwrap();
+
+        let output = Command::new(sluice_bin())
+            .arg("test")
+            .arg(rust_plugin("uppercase"))
+            .arg("--input")
+            .arg(&input)
+            .env("SLUICE_CACHE_DIR", shared_plugin_cache())
+            .output()
+            .expect("sluice runs");
+
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let first_bad = lines.iter().position(|line| matches!(line, Line::Broken(_)));
+        let expected_verdicts = lines[..first_bad.unwrap_or(lines.len())]
+            .iter()
+            .filter(|line| matches!(line, Line::Message(_)))
+            .count();
+        prop_assert!(!stderr.contains("panicked"), "{stderr}");
+        prop_assert_eq!(output.stdout.iter().filter(|&&byte| byte == b'\n').count(), expected_verdicts);
+        match first_bad {
+            None => prop_assert!(output.status.success(), "{stderr}"),
+            Some(index) => {
+                prop_assert_eq!(output.status.code(), Some(1), "{}", stderr);
+                prop_assert!(stderr.contains(&format!("line {}: ", index + 1)), "{stderr}");
+            }
+        }
+    }
 }

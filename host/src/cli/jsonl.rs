@@ -227,4 +227,100 @@ mod tests {
             r#"{"topic":"in","partition":1,"offset":2,"verdict":"success","outputs":[{"topic":"out","key_base64":"/w==","value":null,"headers":[{"name":"h","value_base64":"/g=="}]}]}"#
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        use super::super::{output_object, parse_message};
+        use crate::plugin::{Header, Output};
+
+        /// Any JSON value, nested a few levels.
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+                "(topic|partition|offset|timestamp_ms|key|key_base64|value|value_base64|headers|attempt|name)"
+                    .prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map(
+                        "(topic|partition|offset|timestamp_ms|key|key_base64|value|value_base64|headers|attempt|name|[a-z]{1,6})",
+                        inner,
+                        0..6
+                    )
+                    .prop_map(|map| Value::Object(map.into_iter().collect::<Map<_, _>>())),
+                ]
+            })
+        }
+
+        fn any_bytes() -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop_oneof![
+                Just(None),
+                prop::collection::vec(any::<u8>(), 0..24).prop_map(Some),
+                any::<String>().prop_map(|text| Some(text.into_bytes())),
+            ]
+        }
+
+        fn any_output() -> impl Strategy<Value = Output> {
+            (
+                prop::option::of("[a-z.-]{1,12}"),
+                any_bytes(),
+                any_bytes(),
+                prop::collection::vec(("[a-z.-]{1,8}", any_bytes()), 0..4),
+            )
+                .prop_map(|(topic, key, value, headers)| Output {
+                    topic,
+                    key,
+                    value,
+                    headers: headers
+                        .into_iter()
+                        .map(|(name, value)| Header::new(name, value.unwrap_or_default()))
+                        .collect(),
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any text at all: a message or a reason, never a panic.
+            #[test]
+            fn any_text_parses_or_says_why(line in any::<String>(), position in any::<i64>()) {
+                if let Err(reason) = parse_message(&line, position) {
+                    prop_assert!(!reason.is_empty());
+                }
+            }
+
+            /// Any JSON, shaped like a message or not: never a panic.
+            #[test]
+            fn any_json_parses_or_says_why(value in any_json(), position in any::<i64>()) {
+                if let Err(reason) = parse_message(&value.to_string(), position) {
+                    prop_assert!(!reason.is_empty());
+                }
+            }
+
+            /// An output line fed back as input gives the same bytes, text
+            /// or binary, so `sluice test` output can chain into another run.
+            #[test]
+            fn outputs_read_back_as_the_same_message(output in any_output(), position in 0_i64..1000) {
+                let line = Value::Object(match output_object(&output) {
+                    Value::Object(object) => object,
+                    other => panic!("an output is an object: {other}"),
+                })
+                .to_string();
+                let message = parse_message(&line, position).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(message.topic, output.topic.unwrap_or_else(|| "test".to_owned()));
+                prop_assert_eq!(message.offset, position);
+                prop_assert_eq!(message.key, output.key);
+                prop_assert_eq!(message.value, output.value);
+                prop_assert_eq!(message.headers, output.headers);
+            }
+        }
+    }
 }

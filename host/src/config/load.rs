@@ -479,6 +479,8 @@ fn check_brokers(brokers: &str) -> Result<(), Invalid> {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
+    use proptest::prelude::*;
+
     use super::{ConfigError, load};
     use crate::config::{ConsumerRecoverySection, RetrySection, StageConfig, StartupSection};
     use crate::plugin::{PluginLimits, ReloadSettings};
@@ -786,6 +788,201 @@ mod tests {
         doc.set("plugin.limits.batch_deadline_cap_ms", "1000");
         let config = load_doc(&doc).expect("valid");
         assert_eq!(config.plugin.limits.batch_deadline_ms(10), 30_000);
+    }
+
+    // ---- property tests: any input, no panic, errors that say where ----
+
+    /// Tables and leaf keys of the stage file (the leaves are all keys but
+    /// the librdkafka and plugin config tables' free-form entries).
+    const TABLES: [&str; 16] = [
+        "stage",
+        "plugin",
+        "plugin.limits",
+        "plugin.reload",
+        "plugin.config",
+        "kafka",
+        "kafka.create_topics",
+        "kafka.properties",
+        "kafka.consumer_properties",
+        "kafka.producer_properties",
+        "kafka.recovery",
+        "retry",
+        "dedup",
+        "embedded",
+        "observe",
+        "startup",
+    ];
+
+    const OTHER_KEYS: [&str; 18] = [
+        "stage.name",
+        "stage.profile",
+        "plugin.path",
+        "plugin.cache_dir",
+        "plugin.reload.watch",
+        "kafka.brokers",
+        "kafka.group_id",
+        "kafka.input_topics",
+        "kafka.output_topic",
+        "kafka.dead_letter_topic",
+        "dedup.key",
+        "dedup.header",
+        "dedup.on_store_error",
+        "dedup.redis_url",
+        "dedup.redis_cluster",
+        "embedded.seed",
+        "observe.http_listen",
+        "kafka.properties.acks",
+    ];
+
+    /// A TOML basic string holding `text`, escaped as TOML (not Rust) does.
+    fn toml_string(text: &str) -> String {
+        let mut quoted = String::from("\"");
+        for c in text.chars() {
+            match c {
+                '"' => quoted.push_str("\\\""),
+                '\\' => quoted.push_str("\\\\"),
+                c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", c as u32)),
+                c => quoted.push(c),
+            }
+        }
+        quoted.push('"');
+        quoted
+    }
+
+    fn toml_float(value: f64) -> String {
+        match value {
+            v if v.is_nan() => "nan".to_owned(),
+            v if v == f64::INFINITY => "inf".to_owned(),
+            v if v == f64::NEG_INFINITY => "-inf".to_owned(),
+            v => format!("{v:?}"),
+        }
+    }
+
+    /// A TOML value of any type, biased towards the edges numbers have.
+    fn any_value() -> impl Strategy<Value = String> {
+        let edges = prop::sample::select(vec![
+            0_i64,
+            -1,
+            1,
+            255,
+            65_536,
+            i32::MAX as i64 + 1,
+            u32::MAX as i64 + 1,
+            i64::MAX,
+            i64::MIN,
+        ]);
+        let float_edges = prop::sample::select(vec![
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -0.0,
+            f64::MIN_POSITIVE,
+            0.5,
+            100.0,
+        ]);
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            edges.prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(toml_float),
+            float_edges.prop_map(toml_float),
+            any::<bool>().prop_map(|b| b.to_string()),
+            "[a-z0-9:._/-]{0,16}".prop_map(|s| toml_string(&s)),
+            any::<String>().prop_map(|s| toml_string(&s)),
+            prop::sample::select(vec![
+                "[]",
+                "[1, 2]",
+                "[\"in\", \"other\"]",
+                "{ a = 1 }",
+                "1979-05-27T07:32:00Z",
+                "\"slow-handler\"",
+                "\"header\"",
+                "\"embedded\"",
+                "\"127.0.0.1:0\"",
+            ])
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    /// A real key, or a made-up one in a real table.
+    fn any_key() -> impl Strategy<Value = String> {
+        let real: Vec<&str> = NUMERIC_KEYS.iter().chain(OTHER_KEYS.iter()).copied().collect();
+        prop_oneof![
+            4 => prop::sample::select(real).prop_map(str::to_owned),
+            1 => (prop::sample::select(TABLES.to_vec()), "[a-z_]{1,12}")
+                .prop_map(|(table, key)| format!("{table}.{key}")),
+        ]
+    }
+
+    /// The key paths an error may name: tables, real keys and the keys the
+    /// case wrote.
+    fn nameable(written: &[(String, String)]) -> BTreeSet<String> {
+        TABLES
+            .iter()
+            .chain(NUMERIC_KEYS.iter())
+            .chain(OTHER_KEYS.iter())
+            .map(|key| key.to_string())
+            .chain(written.iter().map(|(key, _)| key.clone()))
+            .collect()
+    }
+
+    /// Whether `name` is one of `allowed`, or a path inside one: figment
+    /// names the variant of an enum written as a table (`dedup.key.a` for
+    /// `dedup.key = { a = 1 }`).
+    fn names_a_key(name: &str, allowed: &BTreeSet<String>) -> bool {
+        allowed.iter().any(|key| {
+            name == key
+                || name
+                    .strip_prefix(key.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+
+    /// The texts between backticks in `message`.
+    fn quoted(message: &str) -> Vec<&str> {
+        message.split('`').skip(1).step_by(2).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any value of any type at real (and made-up) keys: the loader
+        /// returns, and an error names a key.
+        #[test]
+        fn any_values_at_any_keys_load_or_name_a_key(
+            written in prop::collection::vec((any_key(), any_value()), 1..6),
+        ) {
+            let mut doc = Doc::minimal();
+            for (key, value) in &written {
+                doc.set(key, value);
+            }
+            if let Err(error) = load_doc(&doc) {
+                let message = error.to_string();
+                let allowed = nameable(&written);
+                prop_assert!(
+                    matches!(error, ConfigError::Invalid { .. } | ConfigError::BadValue { .. }),
+                    "{message}"
+                );
+                prop_assert!(
+                    quoted(&message).iter().any(|name| names_a_key(name, &allowed)),
+                    "no key named in: {message}\n{}",
+                    doc.to_toml()
+                );
+            }
+        }
+
+        /// Arbitrary bytes, alone or after a valid file: the loader returns.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..256),
+            after_valid in any::<bool>(),
+        ) {
+            let mut text = if after_valid { Doc::minimal().to_toml().into_bytes() } else { Vec::new() };
+            text.extend_from_slice(&bytes);
+            if let Err(error) = load_text(&text) {
+                prop_assert!(error.to_string().starts_with("stage file "), "{error}");
+            }
+        }
     }
 
     #[test]
