@@ -114,7 +114,8 @@ fn describe(error: figment::Error) -> String {
 type Invalid = (&'static str, String);
 
 /// Ten years in seconds: the longest a dedup mark may last. Longer is no
-/// use to anyone and overflows the in-memory store's clock arithmetic.
+/// use to anyone, and the in-memory store's cache (moka) panics on a time
+/// to live past a thousand years.
 const MAX_DEDUP_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 /// One hour in milliseconds: the longest any wait, interval or timeout of
@@ -765,6 +766,20 @@ mod tests {
             let error = load_doc(&doc).expect_err(key).to_string();
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    /// The in-memory dedup store is a moka cache, which panics on a time
+    /// to live it cannot add to its clock; the largest the loader accepts
+    /// must build, store and find a mark.
+    #[test]
+    fn the_longest_dedup_ttl_works_in_the_in_memory_cache() {
+        let ttl = std::time::Duration::from_secs(super::MAX_DEDUP_TTL_SECONDS);
+        let cache: moka::sync::Cache<u64, ()> = moka::sync::Cache::builder()
+            .max_capacity(100_000_000)
+            .time_to_live(ttl)
+            .build();
+        cache.insert(7, ());
+        assert!(cache.contains_key(&7));
     }
 
     #[test]
