@@ -80,8 +80,14 @@ impl DeliveryError {
         }
     }
 
-    pub(crate) fn from_kafka(error: &KafkaError) -> Self {
-        DeliveryError::new(DeliveryFailureKind::of_error(error), error.to_string())
+    /// The error as the stage should treat it: any error counts as fatal
+    /// once librdkafka has declared the producer unusable (`fatal` says
+    /// why).
+    pub(crate) fn from_kafka(error: &KafkaError, fatal: Option<String>) -> Self {
+        match fatal {
+            Some(reason) => DeliveryError::new(DeliveryFailureKind::ProducerFatal, format!("{error} ({reason})")),
+            None => DeliveryError::new(DeliveryFailureKind::of_error(error), error.to_string()),
+        }
     }
 }
 
@@ -92,6 +98,22 @@ impl DeliveryError {
 pub struct FailedDelivery {
     pub error: DeliveryError,
     pub record: OutgoingRecord,
+}
+
+impl FailedDelivery {
+    /// A failure with no record to hand back (the producer went away, or
+    /// the wait for the answer itself failed).
+    pub fn without_record(kind: DeliveryFailureKind, message: impl Into<String>) -> Self {
+        FailedDelivery {
+            error: DeliveryError::new(kind, message),
+            record: OutgoingRecord {
+                topic: String::new(),
+                key: None,
+                value: None,
+                headers: Vec::new(),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -85,20 +85,11 @@ impl SinkProducer {
                 }
                 Err((error, _)) => {
                     return PendingDelivery::Failed(Some(Box::new(FailedDelivery {
-                        error: self.delivery_error(&error),
+                        error: DeliveryError::from_kafka(&error, self.fatal_error()),
                         record: record.clone(),
                     })));
                 }
             }
-        }
-    }
-
-    /// The error as the stage should treat it: any error counts as fatal
-    /// once librdkafka has declared the producer unusable.
-    fn delivery_error(&self, error: &KafkaError) -> DeliveryError {
-        match self.fatal_error() {
-            Some(fatal) => DeliveryError::new(DeliveryFailureKind::ProducerFatal, format!("{error} ({fatal})")),
-            None => DeliveryError::from_kafka(error),
         }
     }
 
@@ -158,33 +149,22 @@ impl Future for PendingDelivery {
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             PendingDelivery::Failed(failed) => Poll::Ready(Err(failed.take().unwrap_or_else(|| {
-                Box::new(FailedDelivery {
-                    error: DeliveryError::new(DeliveryFailureKind::Transient, "delivery polled after completion"),
-                    record: no_record(),
-                })
+                Box::new(FailedDelivery::without_record(
+                    DeliveryFailureKind::Transient,
+                    "delivery polled after completion",
+                ))
             }))),
             PendingDelivery::Waiting { delivery, fatal } => {
                 Pin::new(delivery).poll(context).map(|outcome| match outcome {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, message))) => {
-                        let error = match fatal() {
-                            Some(reason) => {
-                                DeliveryError::new(DeliveryFailureKind::ProducerFatal, format!("{error} ({reason})"))
-                            }
-                            None => DeliveryError::from_kafka(&error),
-                        };
-                        Err(Box::new(FailedDelivery {
-                            error,
-                            record: returned_record(&message),
-                        }))
-                    }
-                    Err(_) => Err(Box::new(FailedDelivery {
-                        error: DeliveryError::new(
-                            DeliveryFailureKind::Transient,
-                            "the producer shut down before the broker answered",
-                        ),
-                        record: no_record(),
+                    Ok(Err((error, message))) => Err(Box::new(FailedDelivery {
+                        error: DeliveryError::from_kafka(&error, fatal()),
+                        record: returned_record(&message),
                     })),
+                    Err(_) => Err(Box::new(FailedDelivery::without_record(
+                        DeliveryFailureKind::Transient,
+                        "the producer shut down before the broker answered",
+                    ))),
                 })
             }
         }
@@ -208,15 +188,5 @@ fn returned_record(message: &OwnedMessage) -> OutgoingRecord {
                     .collect()
             })
             .unwrap_or_default(),
-    }
-}
-
-/// Where librdkafka gave nothing back to describe.
-fn no_record() -> OutgoingRecord {
-    OutgoingRecord {
-        topic: String::new(),
-        key: None,
-        value: None,
-        headers: Vec::new(),
     }
 }

@@ -40,8 +40,8 @@ use super::record_intake::RecordIntake;
 use super::retry_policy::RetryPolicy;
 use super::supervision::{StageFault, panic_message};
 use crate::kafka::{
-    ConsumedRecord, DeliveryError, DeliveryFailureKind, FailedDelivery, OutgoingRecord, PartitionFeed, PendingDelivery,
-    SinkProducer, TopicPartition,
+    ConsumedRecord, DeliveryFailureKind, FailedDelivery, OutgoingRecord, PartitionFeed, PendingDelivery, SinkProducer,
+    TopicPartition,
 };
 use crate::observe::{Health, LogThrottle, PartitionBoard, TraceParent};
 use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginSlot};
@@ -515,18 +515,10 @@ impl PartitionWorker {
                     .filter_map(Result::err)
                     .map(|failed| *failed)
                     .collect(),
-                Err(panic) => vec![FailedDelivery {
-                    error: DeliveryError::new(
-                        DeliveryFailureKind::Permanent,
-                        format!("the host panicked awaiting the delivery: {}", panic_message(&*panic)),
-                    ),
-                    record: OutgoingRecord {
-                        topic: String::new(),
-                        key: None,
-                        value: None,
-                        headers: Vec::new(),
-                    },
-                }],
+                Err(panic) => vec![FailedDelivery::without_record(
+                    DeliveryFailureKind::Permanent,
+                    format!("the host panicked awaiting the delivery: {}", panic_message(&*panic)),
+                )],
             };
             Delivered { delivery, failed }
         }));
