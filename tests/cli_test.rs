@@ -159,6 +159,24 @@ fn a_bad_config_argument_is_a_usage_error() {
     );
 }
 
+#[test]
+fn limits_outside_their_bounds_are_usage_errors_naming_the_flag() {
+    for (flag, value) in [
+        ("--deadline-ms", "0"),
+        ("--deadline-ms", "600001"),
+        ("--memory-mib", "0"),
+        ("--memory-mib", "4097"),
+    ] {
+        let output = sluice_test("uppercase", &fixture("messages.jsonl"), &[flag, value]);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(flag) && stderr.contains("not in"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
+
 /// One input line of a generated file: a message, a blank line, or a line
 /// that is wrong in one of the ways people get JSON Lines wrong.
 #[derive(Debug, Clone)]

@@ -28,12 +28,16 @@ pub(crate) struct TestArgs {
     #[arg(long, value_name = "SIZE", value_parser = clap::value_parser!(u32).range(1..))]
     batch: Option<u32>,
 
-    /// Per-call deadline in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = PluginLimits::default().deadline_ms)]
+    /// Per-call deadline in milliseconds (1 to 600000, as
+    /// `plugin.limits.deadline_ms`).
+    #[arg(long, value_name = "MS", default_value_t = PluginLimits::default().deadline_ms,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
     deadline_ms: u64,
 
-    /// Memory cap per instance in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = PluginLimits::default().memory_mib)]
+    /// Memory cap per instance in MiB (1 to 4096, as
+    /// `plugin.limits.memory_mib`).
+    #[arg(long, value_name = "MIB", default_value_t = PluginLimits::default().memory_mib,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
     memory_mib: u64,
 }
 
