@@ -64,6 +64,7 @@ fn a_stage_started_before_its_broker_waits_for_it_and_then_runs() {
             "broker metadata",
             "topics",
             "producer",
+            "input partitions",
             "consumer subscribed"
         ]
     );

@@ -143,6 +143,9 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     )?;
     between("stage.commit_interval_ms", stage.commit_interval_ms, 1, HOUR_MS)?;
     between("stage.drain_timeout_ms", stage.drain_timeout_ms, 0, HOUR_MS)?;
+    // Below 64 MiB a partition's prefetch is too small to keep up; a
+    // terabyte is more than any one process should hold in records.
+    between("stage.memory_budget_mib", stage.memory_budget_mib, 64, 1_048_576)?;
 
     let plugin = &config.plugin;
     if !plugin.path.is_file() {
@@ -492,12 +495,13 @@ mod tests {
 
     /// Every numeric key of a stage file. Each must have its bounds
     /// documented in the example and enforced by the loader.
-    const NUMERIC_KEYS: [&str; 32] = [
+    const NUMERIC_KEYS: [&str; 33] = [
         "stage.batch_size",
         "stage.concurrency",
         "stage.max_in_flight_per_partition",
         "stage.commit_interval_ms",
         "stage.drain_timeout_ms",
+        "stage.memory_budget_mib",
         "plugin.limits.memory_mib",
         "plugin.limits.deadline_ms",
         "plugin.limits.batch_deadline_cap_ms",

@@ -61,12 +61,12 @@ impl ConsumerProfile {
                     "batch_size": 500,
                     "concurrency": cpus,
                     "max_in_flight_per_partition": 50_000,
+                    "memory_budget_mib": 1024,
                 },
                 "kafka": {
                     "consumer_properties": {
                         "fetch.wait.max.ms": "100",
                         "queued.min.messages": "200000",
-                        "queued.max.messages.kbytes": "262144",
                     },
                     "producer_properties": {
                         "linger.ms": "10",
@@ -80,13 +80,13 @@ impl ConsumerProfile {
                     "concurrency": cpus,
                     "max_in_flight_per_partition": 100,
                     "drain_timeout_ms": 60_000,
+                    "memory_budget_mib": 256,
                 },
                 "plugin": { "limits": { "deadline_ms": 30_000 } },
                 "observe": { "stuck_after_seconds": 120 },
                 "kafka": {
                     "consumer_properties": {
                         "queued.min.messages": "10",
-                        "queued.max.messages.kbytes": "1024",
                         "max.poll.interval.ms": "600000",
                     },
                 },
@@ -96,6 +96,7 @@ impl ConsumerProfile {
                     "batch_size": 20,
                     "concurrency": cpus * 2,
                     "max_in_flight_per_partition": 1000,
+                    "memory_budget_mib": 2048,
                 },
                 "plugin": { "limits": { "memory_mib": 256 } },
                 "kafka": {
@@ -104,7 +105,6 @@ impl ConsumerProfile {
                         "max.partition.fetch.bytes": "10485760",
                         "fetch.min.bytes": "1048576",
                         "fetch.wait.max.ms": "500",
-                        "queued.max.messages.kbytes": "524288",
                     },
                     "producer_properties": {
                         "linger.ms": "20",
@@ -118,13 +118,13 @@ impl ConsumerProfile {
                     "batch_size": 1000,
                     "max_in_flight_per_partition": 100_000,
                     "commit_interval_ms": 5000,
+                    "memory_budget_mib": 2048,
                 },
                 "kafka": {
                     "producer_properties": {
                         "linger.ms": "50",
                         "batch.num.messages": "100000",
                         "compression.type": "zstd",
-                        "queue.buffering.max.kbytes": "1048576",
                         "queue.buffering.max.messages": "1000000",
                     },
                 },
@@ -219,10 +219,11 @@ mod tests {
         assert_eq!(consumer.get("queued.min.messages").map(String::as_str), Some("50"));
         assert_eq!(consumer.get("session.timeout.ms").map(String::as_str), Some("30000"));
         assert_eq!(
-            consumer.get("queued.max.messages.kbytes").map(String::as_str),
-            Some("1024"),
+            consumer.get("max.poll.interval.ms").map(String::as_str),
+            Some("600000"),
             "the profile's other properties stay"
         );
+        assert_eq!(config.stage.memory_budget_mib, 256);
     }
 
     #[test]

@@ -107,6 +107,11 @@ pub struct StageSection {
     /// consumed again later), in milliseconds.
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// Memory for records, in MiB: librdkafka's prefetch (half), messages
+    /// taken and not yet finished (three eighths) and the producer's queue
+    /// (one eighth); see `pipeline::memory_budget`.
+    #[serde(default = "default_memory_budget_mib")]
+    pub memory_budget_mib: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -327,6 +332,10 @@ fn default_commit_interval_ms() -> u64 {
 
 fn default_drain_timeout_ms() -> u64 {
     10_000
+}
+
+fn default_memory_budget_mib() -> u64 {
+    1024
 }
 
 fn default_stuck_after_seconds() -> u64 {

@@ -56,6 +56,16 @@ impl ProducerContext<NoCustomPartitioner> for ErrorRecorder {
     fn delivery(&self, _result: &rdkafka::message::DeliveryResult<'_>, _opaque: ()) {}
 }
 
+/// The stage's input topics as the cluster lays them out: what the
+/// consumer's prefetch is divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLayout {
+    pub partitions: usize,
+    /// Brokers leading at least one input partition; each has at most one
+    /// fetch response under way.
+    pub brokers: usize,
+}
+
 /// A short-lived client for the startup checks.
 pub struct BrokerProbe {
     client: BaseProducer<ErrorRecorder>,
@@ -100,6 +110,28 @@ impl BrokerProbe {
                 }
             }
         }
+    }
+
+    /// How `topics` are laid out now, as the cluster's metadata says.
+    pub fn input_layout(&self, topics: &[String], timeout: Duration) -> Result<InputLayout, ProbeError> {
+        self.clear();
+        let mut partitions = 0;
+        let mut leaders = std::collections::BTreeSet::new();
+        for topic in topics {
+            let metadata = self
+                .client
+                .client()
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|error| self.classify(format!("cannot read the partitions of {topic}: {error}")))?;
+            for topic in metadata.topics() {
+                partitions += topic.partitions().len();
+                leaders.extend(topic.partitions().iter().map(|partition| partition.leader()));
+            }
+        }
+        Ok(InputLayout {
+            partitions,
+            brokers: leaders.len(),
+        })
     }
 
     /// Check (or create) the stage's topics.

@@ -253,6 +253,16 @@ impl<L: RebalanceListener> SourceConsumer<L> {
             .unwrap_or(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::OperationTimedOut)))
     }
 
+    /// Stop fetching these partitions; records already fetched may still
+    /// arrive. Resuming fetches from after the last record returned.
+    pub fn pause(&self, partitions: &[TopicPartition]) -> Result<(), KafkaError> {
+        self.consumer.pause(&list_of(partitions))
+    }
+
+    pub fn resume(&self, partitions: &[TopicPartition]) -> Result<(), KafkaError> {
+        self.consumer.resume(&list_of(partitions))
+    }
+
     /// The group's committed offsets for these partitions, as the broker
     /// has them.
     pub fn committed(
@@ -260,11 +270,7 @@ impl<L: RebalanceListener> SourceConsumer<L> {
         partitions: &[TopicPartition],
         timeout: Duration,
     ) -> Result<Vec<(TopicPartition, Option<i64>)>, KafkaError> {
-        let mut list = TopicPartitionList::new();
-        for partition in partitions {
-            list.add_partition(&partition.topic, partition.partition);
-        }
-        let committed = self.consumer.committed_offsets(list, timeout)?;
+        let committed = self.consumer.committed_offsets(list_of(partitions), timeout)?;
         Ok(committed
             .elements()
             .iter()
@@ -291,6 +297,14 @@ impl<L: RebalanceListener> SourceConsumer<L> {
             }
         }
     }
+}
+
+fn list_of(partitions: &[TopicPartition]) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition(&partition.topic, partition.partition);
+    }
+    list
 }
 
 fn commit_offsets<C: ConsumerContext>(

@@ -22,7 +22,7 @@ mod record;
 mod topic_reader;
 mod topics;
 
-pub use broker_probe::{BrokerProbe, ProbeError};
+pub use broker_probe::{BrokerProbe, InputLayout, ProbeError};
 pub use client_config::{consumer_config, producer_config};
 pub use client_files::{ClientFileError, check_client_files};
 pub use cluster_inspector::{ClusterInspector, InspectError};

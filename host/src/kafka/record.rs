@@ -99,6 +99,20 @@ impl ConsumedRecord {
             headers,
         }
     }
+
+    /// Bytes this record keeps in memory while the stage holds it: what the
+    /// memory budget counts it as. The fixed part stands for the record's
+    /// own fields and allocations, so empty records count too.
+    pub fn size_in_memory(&self) -> u64 {
+        const FIXED: usize = 128;
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 48)
+            .sum();
+        let bytes = FIXED + self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + headers;
+        bytes as u64
+    }
 }
 
 /// Every header of a consumed message, in order, read from librdkafka

@@ -43,6 +43,9 @@ pub const INIT_ATTEMPTS: &str = "sluice_init_attempts_total";
 pub const CONNECTION_ERRORS: &str = "sluice_connection_errors_total";
 /// Consumers replaced after a run of persistent errors.
 pub const CONSUMER_RECREATIONS: &str = "sluice_consumer_recreations_total";
+/// Bytes of records taken and not yet finished, across partitions: the
+/// in-flight share of `stage.memory_budget_mib` in use.
+pub const IN_FLIGHT_BYTES: &str = "sluice_in_flight_bytes";
 /// Partition workers that ended without being told to (a panic).
 pub const WORKER_FAILURES: &str = "sluice_worker_failures_total";
 
@@ -125,4 +128,9 @@ fn describe() {
         "From the input record's timestamp to its message being finished"
     );
     describe_gauge!(CONSUMER_LAG, "High watermark minus committed offset, per partition");
+    describe_gauge!(
+        IN_FLIGHT_BYTES,
+        Unit::Bytes,
+        "Bytes of records taken and not yet finished (the in-flight share of the memory budget in use)"
+    );
 }

@@ -6,8 +6,8 @@
 //! partition's own feed when it has room, which is all the backpressure
 //! there is (see `kafka::PartitionFeed`).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,11 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 pub(crate) struct WorkerRegistry {
     partitions: Mutex<HashMap<TopicPartition, PartitionEntry>>,
     context: Arc<WorkerContext>,
+    /// Bytes of handed-over records a worker may have waiting before its
+    /// partition is paused: its prefetch allowance, set at each subscribe.
+    hand_over_limit: AtomicU64,
+    /// The input partition count the prefetch was sized for.
+    sized_for_partitions: AtomicUsize,
 }
 
 struct PartitionEntry {
@@ -42,7 +47,17 @@ impl WorkerRegistry {
         WorkerRegistry {
             partitions: Mutex::new(HashMap::new()),
             context,
+            hand_over_limit: AtomicU64::new(u64::MAX),
+            sized_for_partitions: AtomicUsize::new(usize::MAX),
         }
+    }
+
+    /// The prefetch one partition may hold, sized for `partitions` input
+    /// partitions. Records handed over count against it, since they stand
+    /// in for the partition's own queue.
+    pub(crate) fn set_prefetch(&self, bytes_per_partition: u64, partitions: usize) {
+        self.hand_over_limit.store(bytes_per_partition, Ordering::Relaxed);
+        self.sized_for_partitions.store(partitions, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<TopicPartition, PartitionEntry>> {
@@ -50,21 +65,42 @@ impl WorkerRegistry {
     }
 
     /// Give a record that arrived on the shared queue to its partition's
-    /// worker. Fails if the worker has died. A record of a partition this
-    /// member no longer owns is dropped: it was never taken, so it stays
-    /// uncommitted for the partition's new owner.
-    fn hand_over(&self, record: ConsumedRecord) -> Result<(), String> {
+    /// worker; `Ok(true)` when the worker has more than a prefetch's worth
+    /// waiting, so the partition should be paused. Fails if the worker has
+    /// died. A record of a partition this member no longer owns is dropped:
+    /// it was never taken, so it stays uncommitted for the partition's new
+    /// owner.
+    fn hand_over(&self, record: ConsumedRecord) -> Result<bool, String> {
         let partitions = self.lock();
         let Some(entry) = partitions.get(&record.partition) else {
             tracing::debug!(partition = %record.partition, offset = record.offset, "record of a partition no longer owned; left to its next owner");
-            return Ok(());
+            return Ok(false);
         };
         let partition = record.partition.clone();
         entry
             .worker
             .hand_over
             .send(record)
-            .map_err(|_| format!("the worker of {partition} stopped unexpectedly"))
+            .map_err(|_| format!("the worker of {partition} stopped unexpectedly"))?;
+        Ok(entry.worker.hand_over.waiting_bytes() > self.hand_over_limit.load(Ordering::Relaxed))
+    }
+
+    /// Of the partitions paused for a full hand-over, those to resume (their
+    /// workers took at least half of what waited) and those to forget (no
+    /// longer owned).
+    fn paused_to_resume(&self, paused: &HashSet<TopicPartition>) -> (Vec<TopicPartition>, Vec<TopicPartition>) {
+        let partitions = self.lock();
+        let limit = self.hand_over_limit.load(Ordering::Relaxed);
+        let mut resume = Vec::new();
+        let mut forget = Vec::new();
+        for partition in paused {
+            match partitions.get(partition) {
+                Some(entry) if entry.worker.hand_over.waiting_bytes() <= limit / 2 => resume.push(partition.clone()),
+                Some(_) => {}
+                None => forget.push(partition.clone()),
+            }
+        }
+        (resume, forget)
     }
 
     /// Commit every partition's finished offset that moved since the last
@@ -201,6 +237,14 @@ impl RebalanceListener for WorkerRegistry {
             };
             registered.insert(partition, entry);
         }
+        let sized_for = self.sized_for_partitions.load(Ordering::Relaxed);
+        if registered.len() > sized_for {
+            tracing::warn!(
+                assigned = registered.len(),
+                sized_for,
+                "the input topics have grown: prefetch was sized for fewer partitions and may exceed its share of stage.memory_budget_mib until the consumer is next created (restart the stage to resize)"
+            );
+        }
         // An assignment comes from the group coordinator: a broker answers.
         self.context.health.set_connected(true);
         self.context.consumer_errors.healthy();
@@ -244,6 +288,9 @@ impl ConsumerLoop {
         let health = registry.context.health.clone();
         let errors = registry.context.consumer_errors.clone();
         let mut error_warnings = LogThrottle::new(Duration::from_secs(10));
+        // Partitions whose handed-over records wait unread past their
+        // prefetch allowance: fetching them stops until the worker catches up.
+        let mut paused: HashSet<TopicPartition> = HashSet::new();
         let failure = loop {
             if self.shutdown.load(Ordering::Relaxed) {
                 break None;
@@ -261,9 +308,20 @@ impl ConsumerLoop {
             match consumer.poll(POLL_TIMEOUT.min(self.commit_interval)) {
                 Some(Ok(record)) => {
                     errors.healthy();
-                    if let Err(error) = registry.hand_over(record) {
+                    let partition = record.partition.clone();
+                    match registry.hand_over(record) {
+                        Ok(true) if !paused.contains(&partition) => {
+                            match consumer.pause(std::slice::from_ref(&partition)) {
+                                Ok(()) => {
+                                    tracing::debug!(%partition, "handed-over records pile up; fetching of the partition paused");
+                                    paused.insert(partition);
+                                }
+                                Err(error) => tracing::warn!(%partition, %error, "cannot pause the partition"),
+                            }
+                        }
+                        Ok(_) => {}
                         // The worker is gone; the check below recovers it.
-                        tracing::debug!(%error, "record not handed over");
+                        Err(error) => tracing::debug!(%error, "record not handed over"),
                     }
                 }
                 Some(Err(error)) => {
@@ -277,7 +335,25 @@ impl ConsumerLoop {
                 }
                 None => {}
             }
+            if !paused.is_empty() {
+                let (resume, forget) = registry.paused_to_resume(&paused);
+                for partition in forget {
+                    paused.remove(&partition);
+                }
+                if !resume.is_empty() {
+                    match consumer.resume(&resume) {
+                        Ok(()) => {
+                            for partition in resume {
+                                paused.remove(&partition);
+                            }
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot resume paused partitions; trying again"),
+                    }
+                }
+            }
             if last_commit.elapsed() >= self.commit_interval {
+                metrics::gauge!(crate::observe::metrics::IN_FLIGHT_BYTES)
+                    .set(registry.context.in_flight_bytes.used() as f64);
                 registry.commit(&consumer, false);
                 last_commit = Instant::now();
             }
@@ -291,6 +367,7 @@ impl ConsumerLoop {
                 why.get_or_insert_with(|| format!("the worker of {partition} failed: {cause}"));
             }
             if let Some(why) = why {
+                paused.clear();
                 match self.recreate(consumer, &why) {
                     Ok(new) => consumer = new,
                     Err(error) => {

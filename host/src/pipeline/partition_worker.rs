@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::runtime::Handle;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -30,13 +30,15 @@ use super::counters::StageCounters;
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen, Screened};
 use super::fault_injection::FaultInjection;
+use super::in_flight_bytes::InFlightBytes;
+use super::instance_pool::InstancePool;
 use super::next_step::{
     AfterCall, AfterDeliveryFailure, Omission, RecordRole, after_delivery_failure, after_plugin_call,
 };
 use super::offset_tracker::OffsetTracker;
 use super::plugin_caller::{Called, PluginCaller};
 use super::record_headers::{dead_letter_record, output_headers, trace_for};
-use super::record_intake::RecordIntake;
+use super::record_intake::{HandOver, RecordIntake};
 use super::retry_policy::RetryPolicy;
 use super::supervision::{StageFault, panic_message};
 use crate::kafka::{
@@ -64,6 +66,10 @@ pub(crate) struct WorkerContext {
     pub(crate) producer: Arc<SinkProducer>,
     /// Bounds plugin calls running at once across partitions.
     pub(crate) plugin_calls: Arc<Semaphore>,
+    /// Plugin instances, borrowed per call by every partition.
+    pub(crate) instances: Arc<InstancePool>,
+    /// The in-flight share of the memory budget, in bytes.
+    pub(crate) in_flight_bytes: Arc<InFlightBytes>,
     pub(crate) counters: Arc<StageCounters>,
     /// Off when the stage has no `[dedup]` section.
     pub(crate) dedup: Option<Arc<Dedup>>,
@@ -106,7 +112,7 @@ impl PartitionShared {
 pub(crate) struct WorkerHandle {
     /// For the rare record of this partition that arrives on the
     /// consumer's shared queue rather than the partition's feed.
-    pub(crate) hand_over: mpsc::UnboundedSender<ConsumedRecord>,
+    pub(crate) hand_over: HandOver,
     pub(crate) shared: Arc<PartitionShared>,
     pub(crate) stop: CancellationToken,
     /// Ends when the worker stops, or fails (see [`PartitionShared::failure`]).
@@ -118,7 +124,7 @@ pub(crate) struct WorkerHandle {
 /// the consumer thread to report and recover from.
 pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> WorkerHandle {
     let partition = feed.partition().clone();
-    let (intake, hand_over) = RecordIntake::new(feed, context.consumer_errors.clone());
+    let (intake, hand_over) = RecordIntake::new(feed, context.consumer_errors.clone(), context.in_flight_bytes.clone());
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
         failure: Mutex::default(),
@@ -135,6 +141,7 @@ pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> 
         plugin: PluginCaller::new(
             context.plugin.clone(),
             context.plugin_calls.clone(),
+            context.instances.clone(),
             context.counters.clone(),
         ),
         context: context.clone(),
@@ -645,6 +652,7 @@ impl PartitionWorker {
     /// `timestamp_ms`: the input record's, for the end-to-end latency.
     fn finish(&mut self, offset: i64, timestamp_ms: Option<i64>) {
         self.context.counters.finished(since_timestamp(timestamp_ms));
+        self.intake.finished(offset);
         self.tracker.finish(offset);
         if let Some(committable) = self.tracker.committable() {
             self.shared.committable.store(committable, Ordering::Release);

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 
 use super::counters::StageCounters;
+use super::instance_pool::InstancePool;
 use super::supervision::panic_message;
 use crate::plugin::{FailureKind, Message, Plugin, PluginFailure, PluginSlot, PluginWorker, Verdict};
 
@@ -27,23 +28,24 @@ pub(crate) struct PluginCaller {
     slot: Arc<PluginSlot>,
     /// Bounds plugin calls running at once across partitions.
     permits: Arc<Semaphore>,
-    /// Taken out while a call runs on the blocking pool; `None` after a
-    /// call was abandoned.
-    worker: Option<PluginWorker>,
-    generation: u64,
+    /// The stage's instances, one borrowed per call.
+    instances: Arc<InstancePool>,
     /// Where call durations go.
     counters: Arc<StageCounters>,
 }
 
 impl PluginCaller {
-    pub(crate) fn new(slot: Arc<PluginSlot>, permits: Arc<Semaphore>, counters: Arc<StageCounters>) -> Self {
-        let current = slot.current();
+    pub(crate) fn new(
+        slot: Arc<PluginSlot>,
+        permits: Arc<Semaphore>,
+        instances: Arc<InstancePool>,
+        counters: Arc<StageCounters>,
+    ) -> Self {
         PluginCaller {
-            counters,
-            worker: Some(current.plugin.worker()),
-            generation: current.generation,
             slot,
             permits,
+            instances,
+            counters,
         }
     }
 
@@ -55,48 +57,52 @@ impl PluginCaller {
     /// `FailureKind::HostPanic`) and the instance is replaced.
     ///
     /// Dropping the returned future while the call runs (the worker is
-    /// stopping) abandons the call; the next call starts a fresh instance.
+    /// stopping) abandons the call: its instance is not given back, the
+    /// next call borrows another.
     pub(crate) async fn call(&mut self, messages: Vec<Message>) -> Called {
-        let _permit = self
+        let permit = self
             .permits
             .clone()
             .acquire_owned()
             .await
             .expect("the plugin-call semaphore is never closed");
-        if self.slot.generation() != self.generation || self.worker.is_none() {
-            let current = self.slot.current();
-            tracing::debug!(version = %current.plugin.version(), "switching to the current plugin version");
-            self.worker = Some(current.plugin.worker());
-            self.generation = current.generation;
-        }
-        let mut worker = self.worker.take().expect("the plugin worker was just set");
+        let current = self.slot.current();
+        let generation = current.generation;
+        let mut worker = self.instances.borrow(generation, || current.plugin.worker());
+        let plugin = current.plugin;
+        let called_version = plugin.clone();
         let slot = self.slot.clone();
+        let instances = self.instances.clone();
         let counters = self.counters.clone();
-        let (worker, messages, results) = tokio::task::spawn_blocking(move || {
+        let (messages, results) = tokio::task::spawn_blocking(move || {
+            // Held until the call ends, even one whose caller has gone, so
+            // no more calls (and instances) run than the permits allow.
+            let _permit = permit;
             let started = Instant::now();
             let called = std::panic::catch_unwind(AssertUnwindSafe(|| call_in_order(&mut worker, &messages)));
             counters.plugin_call(started.elapsed());
-            let (worker, results) = match called {
-                Ok(results) => (worker, results),
+            let results = match called {
+                Ok(results) => {
+                    instances.give_back(generation, slot.generation(), worker);
+                    results
+                }
                 Err(panic) => {
                     let reason = format!("the host panicked calling the plugin: {}", panic_message(&*panic));
                     tracing::error!(%reason, "plugin call panicked; the message counts as a failed attempt");
-                    // The instance may be half-way through a call: start afresh.
-                    let fresh = slot.current().plugin.worker();
-                    let failure = PluginFailure {
+                    // The instance may be half-way through a call: it is
+                    // dropped, and a later call starts a fresh one.
+                    drop(worker);
+                    vec![Err(PluginFailure {
                         kind: FailureKind::HostPanic,
                         reason,
-                    };
-                    (fresh, vec![Err(failure)])
+                    })]
                 }
             };
-            slot.record(worker.plugin().version(), &results);
-            (worker, messages, results)
+            slot.record(called_version.version(), &results);
+            (messages, results)
         })
         .await
         .expect("the blocking pool runs plugin calls to the end; a panic there is caught");
-        let plugin = worker.plugin().clone();
-        self.worker = Some(worker);
         Called {
             messages,
             results,

@@ -12,7 +12,9 @@ use super::consumer_loop::{ConsumerLoop, StopWhen, Subscribe, WorkerRegistry};
 use super::counters::{StageCounters, StageSummary};
 use super::dedup_screen::Dedup;
 use super::fault_injection::FaultInjection;
+use super::memory_budget::{MemoryBudget, MemoryUse};
 use super::partition_worker::WorkerContext;
+use super::prefetch_sizing::PrefetchSizing;
 use super::recreation_budget::RecreationBudget;
 use super::retry_policy::RetryPolicy;
 use super::startup::{Startup, StepError};
@@ -55,6 +57,7 @@ pub struct Stage {
     partitions: Arc<PartitionBoard>,
     shutdown: Arc<AtomicBool>,
     fault_injection: Arc<FaultInjection>,
+    memory: Arc<MemoryUse>,
 }
 
 impl Stage {
@@ -76,7 +79,6 @@ impl Stage {
         health.init_attempt();
         health.startup_step("plugin loaded", 1, "done");
         Ok(Stage {
-            config,
             plugin,
             bootstrap_servers,
             counters: Arc::default(),
@@ -84,6 +86,8 @@ impl Stage {
             partitions: Arc::default(),
             shutdown: Arc::default(),
             fault_injection: Arc::default(),
+            memory: Arc::new(MemoryUse::new(MemoryBudget::from_mib(config.stage.memory_budget_mib))),
+            config,
         })
     }
 
@@ -114,7 +118,18 @@ impl Stage {
             None => None,
         };
         let startup = Startup::new(&self.config.startup, self.health.clone(), self.shutdown.clone());
-        let producer = Arc::new(self.connect(&startup).await?);
+        let (producer, probe) = self.connect(&startup).await?;
+        let producer = Arc::new(producer);
+        let input_layout = {
+            let probe = &probe;
+            let input_topics = &self.config.kafka.input_topics;
+            startup
+                .step("input partitions", || async move {
+                    tokio::task::block_in_place(|| probe.input_layout(input_topics, METADATA_TIMEOUT))
+                        .map_err(StepError::from)
+                })
+                .await?
+        };
         self.fault_injection.attach_producer(&producer);
         let kafka_config = &self.config.kafka;
         let stage = &self.config.stage;
@@ -149,6 +164,8 @@ impl Stage {
             stop_grace: drain_timeout + 2 * dedup_call + Duration::from_secs(1),
             producer: producer.clone(),
             plugin_calls: Arc::new(Semaphore::new(stage.concurrency)),
+            instances: Arc::default(),
+            in_flight_bytes: self.memory.in_flight().clone(),
             counters: self.counters.clone(),
             dedup,
             plugin: self.plugin.clone(),
@@ -161,10 +178,18 @@ impl Stage {
         });
         let registry = Arc::new(WorkerRegistry::new(context));
         let subscribe: Subscribe = {
-            let consumer_config = kafka::consumer_config(kafka_config, &self.bootstrap_servers);
+            let base_config = kafka::consumer_config(kafka_config, &self.bootstrap_servers);
             let topics = kafka_config.input_topics.clone();
             let registry = registry.clone();
-            Box::new(move || SourceConsumer::subscribe(&consumer_config, &topics, registry.clone()))
+            let sizing = PrefetchSizing::new(probe, self.memory.budget(), input_layout);
+            let memory = self.memory.clone();
+            Box::new(move || {
+                let mut consumer_config = base_config.clone();
+                let (limits, layout) = sizing.apply(&mut consumer_config, &topics);
+                memory.prefetch_sized(limits, layout);
+                registry.set_prefetch(limits.partition_bytes(), layout.partitions);
+                SourceConsumer::subscribe(&consumer_config, &topics, registry.clone())
+            })
         };
         let consumer = startup
             .step("consumer subscribed", || async {
@@ -216,9 +241,13 @@ impl Stage {
 
     /// The startup steps up to a working producer: credential files, the
     /// brokers, the topics.
-    async fn connect(&self, startup: &Startup) -> Result<SinkProducer, StageError> {
+    async fn connect(&self, startup: &Startup) -> Result<(SinkProducer, BrokerProbe), StageError> {
         let kafka_config = &self.config.kafka;
-        let producer_config = kafka::producer_config(kafka_config, &self.bootstrap_servers);
+        let mut producer_config = kafka::producer_config(kafka_config, &self.bootstrap_servers);
+        // The probe connects with the user's settings as given.
+        let probe_config = producer_config.clone();
+        let producer_queue_kbytes = self.memory.budget().limit_producer(&mut producer_config);
+        self.memory.producer_sized(producer_queue_kbytes);
         let mut properties = kafka_config.properties.clone();
         properties.extend(kafka_config.consumer_properties.clone());
         properties.extend(kafka_config.producer_properties.clone());
@@ -232,12 +261,12 @@ impl Stage {
             tracing::warn!("{warning}");
         }
 
-        let probe = startup
+        let owned_probe = startup
             .step("kafka client settings", || async {
-                BrokerProbe::new(&producer_config).map_err(StepError::from)
+                BrokerProbe::new(&probe_config).map_err(StepError::from)
             })
             .await?;
-        let probe = &probe;
+        let probe = &owned_probe;
         let brokers = startup
             .step("broker metadata", || async move {
                 tokio::task::block_in_place(|| probe.reach_brokers(METADATA_TIMEOUT)).map_err(StepError::from)
@@ -259,12 +288,13 @@ impl Stage {
                     .map_err(StepError::from)
             })
             .await?;
-        startup
+        let producer = startup
             .step("producer", || async {
                 SinkProducer::new(&producer_config)
                     .map_err(|error| StepError::Fatal(format!("cannot create the producer: {error}")))
             })
-            .await
+            .await?;
+        Ok((producer, owned_probe))
     }
 
     async fn serve_status(&self, address: std::net::SocketAddr) -> Result<StatusServer, StageError> {
@@ -276,6 +306,7 @@ impl Stage {
             plugin: self.plugin.clone(),
             health: self.health.clone(),
             partitions: self.partitions.clone(),
+            memory: self.memory.clone(),
         };
         StatusServer::start(address, Arc::new(status))
             .await

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::counters::StageCounters;
+use super::memory_budget::MemoryUse;
 use crate::config::ConsumerProfile;
 use crate::observe::{Health, PartitionBoard, StatusSource};
 use crate::plugin::PluginSlot;
@@ -18,6 +19,7 @@ pub(crate) struct StageStatus {
     pub(crate) plugin: Arc<PluginSlot>,
     pub(crate) health: Arc<Health>,
     pub(crate) partitions: Arc<PartitionBoard>,
+    pub(crate) memory: Arc<MemoryUse>,
 }
 
 impl StatusSource for StageStatus {
@@ -66,6 +68,7 @@ impl StatusSource for StageStatus {
             "startup": self.health.startup_steps(),
             "connection_errors": self.health.connection_errors(),
             "consumer_recreations": self.health.consumer_recreations(),
+            "memory": self.memory.report(),
         })
     }
 }
