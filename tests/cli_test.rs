@@ -160,6 +160,95 @@ fn a_bad_config_argument_is_a_usage_error() {
 }
 
 #[test]
+fn expected_results_that_match_pass() {
+    let expect = fixture("uppercase.expected.jsonl");
+    let output = sluice_test(
+        "uppercase",
+        &fixture("messages.jsonl"),
+        &["--expect", expect.to_str().unwrap()],
+    );
+    let stdout = stdout_of(&output);
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+    assert!(stdout.contains("results as expected"), "{stdout}");
+}
+
+#[test]
+fn a_differing_result_fails_naming_the_message_and_field_and_update_fixes_it() {
+    let dir = TempDir::new().unwrap();
+    let expect = dir.path().join("expected.jsonl");
+    // The author's handler changed: it used to leave the first message's
+    // text alone.
+    let original = expected("uppercase.expected.jsonl");
+    let edited = original.replacen("\"HELLO, WORLD\"", "\"hello, world\"", 1);
+    assert_ne!(edited, original, "the fixture has the value to edit");
+    std::fs::write(&expect, &edited).unwrap();
+    let args = ["--expect", expect.to_str().unwrap()];
+
+    let output = sluice_test("uppercase", &fixture("messages.jsonl"), &args);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains(
+            "message 1 (events/0@10) differs:\n  outputs[0].value: expected \"hello, world\", got \"HELLO, WORLD\"\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FAILED: 1 of "), "{stdout}");
+    assert_eq!(stdout.matches("differs:").count(), 1, "only that message: {stdout}");
+
+    let update = sluice_test(
+        "uppercase",
+        &fixture("messages.jsonl"),
+        &["--expect", expect.to_str().unwrap(), "--update"],
+    );
+    assert!(stdout_of(&update).starts_with("updated "));
+    assert_eq!(std::fs::read_to_string(&expect).unwrap(), original);
+    let again = sluice_test("uppercase", &fixture("messages.jsonl"), &args);
+    assert!(stdout_of(&again).starts_with("ok: "));
+}
+
+#[test]
+fn fewer_expected_lines_than_messages_fail_on_the_extra_message() {
+    let dir = TempDir::new().unwrap();
+    let expect = dir.path().join("expected.jsonl");
+    let all = expected("uppercase.expected.jsonl");
+    let lines: Vec<&str> = all.lines().collect();
+    std::fs::write(&expect, lines[..lines.len() - 1].join("\n")).unwrap();
+
+    let output = sluice_test(
+        "uppercase",
+        &fixture("messages.jsonl"),
+        &["--expect", expect.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let last = lines.len();
+    assert!(
+        stdout.contains(&format!("message {last} (")) && stdout.contains("  result: expected nothing, got {"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn update_needs_an_expected_file_and_a_broken_one_is_named_by_line() {
+    let output = sluice_test("uppercase", &fixture("messages.jsonl"), &["--update"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--expect"));
+
+    let dir = TempDir::new().unwrap();
+    let expect = dir.path().join("expected.jsonl");
+    std::fs::write(&expect, "{\"verdict\": \"success\"}\n\nnot json\n").unwrap();
+    let output = sluice_test(
+        "uppercase",
+        &fixture("messages.jsonl"),
+        &["--expect", expect.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3: not a JSON result line"), "{stderr}");
+}
+
+#[test]
 fn limits_outside_their_bounds_are_usage_errors_naming_the_flag() {
     for (flag, value) in [
         ("--deadline-ms", "0"),

@@ -5,6 +5,7 @@ mod diagnose;
 mod diagnose_text;
 mod dlq;
 mod dlq_listing;
+mod expected_results;
 mod jsonl;
 mod run_stage;
 mod test_plugin;
@@ -45,7 +46,8 @@ enum Command {
     /// Check that a file is a plugin sluice can run, and show what it exports.
     Check(check::CheckArgs),
     /// Run a plugin over messages from a JSON Lines file, without Kafka:
-    /// prints one JSON verdict per message.
+    /// prints one JSON verdict per message, or compares them with expected
+    /// ones (`--expect`).
     Test(test_plugin::TestArgs),
     /// Look at a stage's brokers, topics, consumer group, lag and dead
     /// letters without joining its group, and size its partitions.

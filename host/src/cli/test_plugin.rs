@@ -1,11 +1,12 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
+use super::expected_results;
 use super::jsonl;
 use crate::plugin::{Message, PluginLimits, PluginRuntime, PluginSettings, PluginWorker};
 
@@ -34,6 +35,16 @@ pub(crate) struct TestArgs {
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     deadline_ms: u64,
 
+    /// Compare the results with the lines of this file (the format this
+    /// command prints) instead of printing them; exit 1 with each differing
+    /// field if any differ.
+    #[arg(long, value_name = "FILE")]
+    expect: Option<PathBuf>,
+
+    /// With --expect: write the results to that file instead of comparing.
+    #[arg(long, requires = "expect")]
+    update: bool,
+
     /// Memory cap per instance in MiB (1 to 4096, as
     /// `plugin.limits.memory_mib`).
     #[arg(long, value_name = "MIB", default_value_t = PluginLimits::default().memory_mib,
@@ -48,8 +59,9 @@ fn parse_config_pair(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Feed every message through the plugin and print one result line each.
-/// Results are streamed, so `-` works interactively.
+/// Feed every message through the plugin and print one result line each,
+/// or, with `--expect`, compare them with the expected ones. Results are
+/// streamed when printed, so `-` works interactively.
 pub(crate) fn run(runtime: &PluginRuntime, args: TestArgs) -> anyhow::Result<ExitCode> {
     let settings = PluginSettings {
         limits: PluginLimits {
@@ -57,7 +69,7 @@ pub(crate) fn run(runtime: &PluginRuntime, args: TestArgs) -> anyhow::Result<Exi
             deadline_ms: args.deadline_ms,
             ..PluginLimits::default()
         },
-        config: args.config.into_iter().collect::<BTreeMap<_, _>>(),
+        config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
     };
     let plugin = runtime.load_file(&args.plugin, settings)?;
     let input: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
@@ -68,7 +80,10 @@ pub(crate) fn run(runtime: &PluginRuntime, args: TestArgs) -> anyhow::Result<Exi
     };
 
     let mut worker = plugin.worker();
-    let mut out = io::stdout().lock();
+    let mut sink = match &args.expect {
+        Some(_) => ResultSink::Collect(Vec::new()),
+        None => ResultSink::Print(io::stdout().lock()),
+    };
     let batch_size = args.batch.map_or(1, |size| size as usize);
     let mut pending: Vec<Message> = Vec::with_capacity(batch_size);
     let mut position = 0;
@@ -84,11 +99,68 @@ pub(crate) fn run(runtime: &PluginRuntime, args: TestArgs) -> anyhow::Result<Exi
         position += 1;
         pending.push(message);
         if pending.len() == batch_size {
-            write_results(&mut worker, &pending, args.batch.is_some(), &mut out)?;
+            write_results(&mut worker, &pending, args.batch.is_some(), &mut sink)?;
             pending.clear();
         }
     }
-    write_results(&mut worker, &pending, args.batch.is_some(), &mut out)?;
+    write_results(&mut worker, &pending, args.batch.is_some(), &mut sink)?;
+    match (sink, &args.expect) {
+        (ResultSink::Collect(results), Some(path)) if args.update => update_expected(path, &results),
+        (ResultSink::Collect(results), Some(path)) => check_expected(path, &results),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Where result lines go: out as they come, or kept for `--expect`.
+enum ResultSink<'a> {
+    Print(io::StdoutLock<'a>),
+    Collect(Vec<serde_json::Value>),
+}
+
+fn check_expected(path: &Path, results: &[serde_json::Value]) -> anyhow::Result<ExitCode> {
+    let expected = read_expected(path)?;
+    let mismatches = expected_results::compare(&expected, results);
+    let mut out = io::stdout().lock();
+    if mismatches.is_empty() {
+        writeln!(out, "ok: {} results as expected in {}", results.len(), path.display())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    write!(out, "{}", expected_results::report(&mismatches))?;
+    writeln!(
+        out,
+        "FAILED: {} of {} messages differ from {} (--update rewrites it with these results)",
+        mismatches.len(),
+        expected.len().max(results.len()),
+        path.display()
+    )?;
+    Ok(ExitCode::FAILURE)
+}
+
+fn read_expected(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read expected results {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{}: line {}: not a JSON result line", path.display(), index + 1))
+        })
+        .collect()
+}
+
+/// Write the results as the new expected file, replacing the old one only
+/// once the new one is whole.
+fn update_expected(path: &Path, results: &[serde_json::Value]) -> anyhow::Result<ExitCode> {
+    let mut text = String::new();
+    for result in results {
+        text.push_str(&result.to_string());
+        text.push('\n');
+    }
+    let temporary = path.with_extension("jsonl.updating");
+    std::fs::write(&temporary, text).with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    println!("updated {}: {} results", path.display(), results.len());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -96,7 +168,7 @@ fn write_results(
     worker: &mut PluginWorker,
     messages: &[Message],
     batched: bool,
-    out: &mut impl Write,
+    sink: &mut ResultSink<'_>,
 ) -> anyhow::Result<()> {
     if messages.is_empty() {
         return Ok(());
@@ -110,8 +182,14 @@ fn write_results(
         messages.iter().map(|message| worker.handle(message)).collect()
     };
     for (message, result) in messages.iter().zip(&results) {
-        writeln!(out, "{}", jsonl::result_line(message, result))?;
+        let line = jsonl::result_line(message, result);
+        match sink {
+            ResultSink::Print(out) => writeln!(out, "{line}")?,
+            ResultSink::Collect(lines) => lines.push(line),
+        }
     }
-    out.flush()?;
+    if let ResultSink::Print(out) = sink {
+        out.flush()?;
+    }
     Ok(())
 }

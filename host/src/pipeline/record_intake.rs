@@ -159,3 +159,75 @@ impl RecordIntake {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ConsumerRecoverySection;
+    use crate::kafka::TopicPartition;
+
+    fn intake(pool: &Arc<InFlightBytes>) -> (RecordIntake, HandOver) {
+        RecordIntake::new(
+            PartitionFeed::shared(TopicPartition::new("in", 0)),
+            Arc::new(ConsumerErrors::new(&ConsumerRecoverySection::default())),
+            pool.clone(),
+        )
+    }
+
+    fn record(offset: i64, bytes: usize) -> ConsumedRecord {
+        ConsumedRecord {
+            partition: TopicPartition::new("in", 0),
+            offset,
+            timestamp_ms: None,
+            key: None,
+            value: Some(vec![b'x'; bytes]),
+            headers: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn handed_over_records_count_until_taken_and_hold_until_finished() {
+        let pool = Arc::new(InFlightBytes::new(1 << 20));
+        let (mut intake, hand_over) = intake(&pool);
+        let size = record(5, 1000).size_in_memory();
+        hand_over.send(record(5, 1000)).expect("the intake is alive");
+        assert_eq!(hand_over.waiting_bytes(), size);
+
+        let mut records = Vec::new();
+        intake.take(&mut records, 10).await;
+        assert_eq!(records.len(), 1);
+        assert_eq!(hand_over.waiting_bytes(), 0);
+        assert_eq!(pool.used(), size);
+        intake.finished(5);
+        assert_eq!(pool.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_record_over_the_share_waits_until_another_partition_finishes() {
+        let one = record(0, 1000).size_in_memory();
+        let pool = Arc::new(InFlightBytes::new(one * 2));
+        let (mut busy, busy_hand_over) = intake(&pool);
+        let (mut waiting, waiting_hand_over) = intake(&pool);
+        busy_hand_over.send(record(1, 1000)).unwrap();
+        busy_hand_over.send(record(2, 1000)).unwrap();
+        let mut taken = Vec::new();
+        busy.take(&mut taken, 10).await;
+        assert_eq!(taken.len(), 2, "the share holds two");
+
+        waiting_hand_over.send(record(7, 1000)).unwrap();
+        waiting_hand_over.send(record(8, 1000)).unwrap();
+        let mut first = Vec::new();
+        waiting.take(&mut first, 10).await;
+        assert_eq!(first.len(), 1, "a partition holding nothing may take one");
+        let mut second = Vec::new();
+        let over = tokio::time::timeout(Duration::from_millis(300), waiting.take(&mut second, 10)).await;
+        assert!(over.is_err() && second.is_empty(), "over the share: it waits");
+
+        busy.finished(1);
+        busy.finished(2);
+        tokio::time::timeout(Duration::from_secs(1), waiting.take(&mut second, 10))
+            .await
+            .expect("room again");
+        assert_eq!(second.iter().map(|record| record.offset).collect::<Vec<_>>(), [8]);
+    }
+}
