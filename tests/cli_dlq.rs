@@ -13,17 +13,18 @@ use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
-use sluice::dedup::{DedupKey, DedupStore, Identifiable, KeyMaker, RedisStore};
+use sluice::dedup::{DedupKey, DedupStore, KeyMaker, RedisStore};
 use sluice::kafka::{EndedBy, ReadTimeouts, TopicReader};
 use sluice::pipeline::DeadLetterHeaders;
+use sluice::plugin::{Header, Message};
 use sluice_tests::broker::{Broker, free_port};
 use sluice_tests::kafka::{
     Input, RawInput, Record, create_topics, produce, produce_raw, read_all, read_topic, wait_for_commits,
 };
 use sluice_tests::process::kill_with_parent;
 use sluice_tests::redis::Redis;
-use sluice_tests::sluice_bin;
 use sluice_tests::stage::StageFile;
+use sluice_tests::{keyed_message, sluice_bin};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(2);
@@ -579,29 +580,6 @@ fn with_in_memory_marks_replay_warns_that_it_cannot_clear_them() {
     assert_eq!(inputs[0].header("message-id").as_deref(), Some("id-k1"));
 }
 
-struct Keyed(&'static str);
-
-impl Identifiable for Keyed {
-    fn topic(&self) -> &str {
-        "in"
-    }
-    fn partition(&self) -> i32 {
-        0
-    }
-    fn offset(&self) -> i64 {
-        0
-    }
-    fn key(&self) -> Option<&[u8]> {
-        Some(self.0.as_bytes())
-    }
-    fn value(&self) -> Option<&[u8]> {
-        None
-    }
-    fn header(&self, _: &str) -> Option<&[u8]> {
-        None
-    }
-}
-
 #[test]
 fn the_redis_store_forgets_marks_and_counts_those_it_had() {
     let redis = Redis::start();
@@ -614,7 +592,10 @@ fn the_redis_store_forgets_marks_and_counts_those_it_had() {
         RedisStore::open(&[redis.url()], false, Duration::from_secs(60), Duration::from_secs(2)).expect("store opens");
     let maker = KeyMaker::new("s", sluice::config::DedupKeyKind::MessageKey, None);
     let keys = |names: &[&'static str]| -> Vec<DedupKey> {
-        names.iter().map(|name| maker.key_for(&Keyed(name)).unwrap()).collect()
+        names
+            .iter()
+            .map(|name| maker.key_for(&keyed_message(name)).unwrap())
+            .collect()
     };
     runtime.block_on(async {
         store.mark_done(&keys(&["a", "b"])).await.unwrap();
@@ -705,26 +686,10 @@ fn the_topic_reader_stops_where_each_partition_ended_when_it_opened() {
 
 /// A message known only by its `message-id` header, for the done-marks of
 /// stages deduplicating by `header_dedup`.
-struct WithMessageId(String);
-
-impl Identifiable for WithMessageId {
-    fn topic(&self) -> &str {
-        "in"
-    }
-    fn partition(&self) -> i32 {
-        0
-    }
-    fn offset(&self) -> i64 {
-        0
-    }
-    fn key(&self) -> Option<&[u8]> {
-        None
-    }
-    fn value(&self) -> Option<&[u8]> {
-        None
-    }
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        (name == "message-id").then_some(self.0.as_bytes())
+fn with_message_id(id: &str) -> Message {
+    Message {
+        headers: vec![Header::new("message-id", id)],
+        ..Message::new("in", 0, 0, None)
     }
 }
 
@@ -741,7 +706,7 @@ fn mark_done(redis: &Redis, ids: &[String]) {
     let maker = KeyMaker::new("test-stage", sluice::config::DedupKeyKind::Header, Some("message-id"));
     let keys: Vec<DedupKey> = ids
         .iter()
-        .map(|id| maker.key_for(&WithMessageId(id.clone())).unwrap())
+        .map(|id| maker.key_for(&with_message_id(id)).unwrap())
         .collect();
     runtime.block_on(store.mark_done(&keys)).expect("marked");
 }

@@ -7,43 +7,18 @@
 
 use std::time::Duration;
 
-use sluice::dedup::{
-    ClaimHolder, ClaimOutcome, DedupKey, DedupStore, Identifiable, KeyMaker, RedisStore, RenewOutcome,
-};
+use sluice::dedup::{ClaimHolder, ClaimOutcome, DedupKey, DedupStore, KeyMaker, RedisStore, RenewOutcome};
 use sluice_tests::redis::{Redis, RedisCluster};
-use sluice_tests::rust_plugin;
 use sluice_tests::stage::{StageFile, StageSpec};
+use sluice_tests::{keyed_message, rust_plugin};
 
 const LEASE: Duration = Duration::from_secs(30);
-
-struct Keyed(String);
-
-impl Identifiable for Keyed {
-    fn topic(&self) -> &str {
-        "t"
-    }
-    fn partition(&self) -> i32 {
-        0
-    }
-    fn offset(&self) -> i64 {
-        0
-    }
-    fn key(&self) -> Option<&[u8]> {
-        Some(self.0.as_bytes())
-    }
-    fn value(&self) -> Option<&[u8]> {
-        None
-    }
-    fn header(&self, _: &str) -> Option<&[u8]> {
-        None
-    }
-}
 
 fn keys(names: impl IntoIterator<Item = String>) -> Vec<DedupKey> {
     let maker = KeyMaker::new("s", sluice::config::DedupKeyKind::MessageKey, None);
     names
         .into_iter()
-        .map(|name| maker.key_for(&Keyed(name)).unwrap())
+        .map(|name| maker.key_for(&keyed_message(&name)).unwrap())
         .collect()
 }
 

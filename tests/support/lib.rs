@@ -142,6 +142,15 @@ pub fn text_message(offset: i64, value: &str) -> Message {
     Message::new("input", 0, offset, Some(value.as_bytes().to_vec()))
 }
 
+/// A message with this Kafka key and nothing else: what the stage's dedup
+/// key maker sees of a message when keys are `message-key`.
+pub fn keyed_message(key: &str) -> Message {
+    Message {
+        key: Some(key.as_bytes().to_vec()),
+        ..Message::new("input", 0, 0, None)
+    }
+}
+
 /// A plugin file's version as sluice reports it: its SHA-256 in hex.
 pub fn file_sha256(path: &Path) -> String {
     let output = std::process::Command::new("sha256sum")

@@ -198,34 +198,20 @@ impl DedupStore for MemoryStore {
 mod tests {
     use super::*;
     use crate::config::DedupKeyKind;
-    use crate::dedup::{Identifiable, KeyMaker};
+    use crate::dedup::KeyMaker;
+    use crate::plugin::Message;
 
-    struct Keyed(&'static [u8]);
-
-    impl Identifiable for Keyed {
-        fn topic(&self) -> &str {
-            "t"
-        }
-        fn partition(&self) -> i32 {
-            0
-        }
-        fn offset(&self) -> i64 {
-            0
-        }
-        fn key(&self) -> Option<&[u8]> {
-            Some(self.0)
-        }
-        fn value(&self) -> Option<&[u8]> {
-            None
-        }
-        fn header(&self, _: &str) -> Option<&[u8]> {
-            None
+    /// A message with this Kafka key and nothing else.
+    fn keyed(key: &[u8]) -> Message {
+        Message {
+            key: Some(key.to_vec()),
+            ..Message::new("t", 0, 0, None)
         }
     }
 
     fn keys(names: &[&'static [u8]]) -> Vec<DedupKey> {
         let maker = KeyMaker::new("s", DedupKeyKind::MessageKey, None);
-        names.iter().map(|name| maker.key_for(&Keyed(name)).unwrap()).collect()
+        names.iter().map(|name| maker.key_for(&keyed(name)).unwrap()).collect()
     }
 
     #[tokio::test]
@@ -261,7 +247,7 @@ mod tests {
         let many: Vec<DedupKey> = (0..1000)
             .map(|n| {
                 KeyMaker::new("s", DedupKeyKind::Coordinates, None)
-                    .key_for(&Numbered(n))
+                    .key_for(&Message::new("t", 0, n, None))
                     .unwrap()
             })
             .collect();
@@ -415,7 +401,7 @@ mod tests {
         let many: Vec<DedupKey> = (0..FIRST_SWEEP_AT as i64)
             .map(|n| {
                 KeyMaker::new("s", DedupKeyKind::Coordinates, None)
-                    .key_for(&Numbered(n))
+                    .key_for(&Message::new("t", 0, n, None))
                     .unwrap()
             })
             .collect();
@@ -423,28 +409,5 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         store.claim_now(&keys(&[b"a"]), &holder, LEASE);
         assert_eq!(store.claim_table().claims.len(), 1);
-    }
-
-    struct Numbered(i64);
-
-    impl Identifiable for Numbered {
-        fn topic(&self) -> &str {
-            "t"
-        }
-        fn partition(&self) -> i32 {
-            0
-        }
-        fn offset(&self) -> i64 {
-            self.0
-        }
-        fn key(&self) -> Option<&[u8]> {
-            None
-        }
-        fn value(&self) -> Option<&[u8]> {
-            None
-        }
-        fn header(&self, _: &str) -> Option<&[u8]> {
-            None
-        }
     }
 }
