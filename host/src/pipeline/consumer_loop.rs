@@ -7,7 +7,7 @@
 //! there is (see `kafka::PartitionFeed`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,11 +28,6 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 pub(crate) struct WorkerRegistry {
     partitions: Mutex<HashMap<TopicPartition, PartitionEntry>>,
     context: Arc<WorkerContext>,
-    /// Bytes of handed-over records a worker may have waiting before its
-    /// partition is paused: its prefetch allowance, set at each subscribe.
-    hand_over_limit: AtomicU64,
-    /// The input partition count the prefetch was sized for.
-    sized_for_partitions: AtomicUsize,
 }
 
 struct PartitionEntry {
@@ -47,17 +42,17 @@ impl WorkerRegistry {
         WorkerRegistry {
             partitions: Mutex::new(HashMap::new()),
             context,
-            hand_over_limit: AtomicU64::new(u64::MAX),
-            sized_for_partitions: AtomicUsize::new(usize::MAX),
         }
     }
 
-    /// The prefetch one partition may hold, sized for `partitions` input
-    /// partitions. Records handed over count against it, since they stand
-    /// in for the partition's own queue.
-    pub(crate) fn set_prefetch(&self, bytes_per_partition: u64, partitions: usize) {
-        self.hand_over_limit.store(bytes_per_partition, Ordering::Relaxed);
-        self.sized_for_partitions.store(partitions, Ordering::Relaxed);
+    /// Bytes of handed-over records a worker may have waiting before its
+    /// partition is paused: the prefetch one partition may hold, since
+    /// those records stand in for the partition's own queue.
+    fn hand_over_limit(&self) -> u64 {
+        self.context
+            .memory
+            .prefetch()
+            .map_or(u64::MAX, |(limits, _)| limits.partition_bytes())
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<TopicPartition, PartitionEntry>> {
@@ -82,15 +77,15 @@ impl WorkerRegistry {
             .hand_over
             .send(record)
             .map_err(|_| format!("the worker of {partition} stopped unexpectedly"))?;
-        Ok(entry.worker.hand_over.waiting_bytes() > self.hand_over_limit.load(Ordering::Relaxed))
+        Ok(entry.worker.hand_over.waiting_bytes() > self.hand_over_limit())
     }
 
     /// Of the partitions paused for a full hand-over, those to resume (their
     /// workers took at least half of what waited) and those to forget (no
     /// longer owned).
     fn paused_to_resume(&self, paused: &HashSet<TopicPartition>) -> (Vec<TopicPartition>, Vec<TopicPartition>) {
+        let limit = self.hand_over_limit();
         let partitions = self.lock();
-        let limit = self.hand_over_limit.load(Ordering::Relaxed);
         let mut resume = Vec::new();
         let mut forget = Vec::new();
         for partition in paused {
@@ -237,11 +232,12 @@ impl RebalanceListener for WorkerRegistry {
             };
             registered.insert(partition, entry);
         }
-        let sized_for = self.sized_for_partitions.load(Ordering::Relaxed);
-        if registered.len() > sized_for {
+        if let Some((_, sized_for)) = self.context.memory.prefetch()
+            && registered.len() > sized_for.partitions
+        {
             tracing::warn!(
                 assigned = registered.len(),
-                sized_for,
+                sized_for = sized_for.partitions,
                 "the input topics have grown: prefetch was sized for fewer partitions and may exceed its share of stage.memory_budget_mib until the consumer is next created (restart the stage to resize)"
             );
         }
@@ -353,7 +349,7 @@ impl ConsumerLoop {
             }
             if last_commit.elapsed() >= self.commit_interval {
                 metrics::gauge!(crate::observe::metrics::IN_FLIGHT_BYTES)
-                    .set(registry.context.in_flight_bytes.used() as f64);
+                    .set(registry.context.memory.in_flight().used() as f64);
                 registry.commit(&consumer, false);
                 last_commit = Instant::now();
             }

@@ -253,8 +253,14 @@ impl MemoryUse {
         self.producer_queue_kbytes.store(kbytes, Ordering::Relaxed);
     }
 
+    /// The prefetch settings of the current consumer and the layout they
+    /// were sized for; `None` before the first consumer.
+    pub(crate) fn prefetch(&self) -> Option<(PrefetchLimits, InputLayout)> {
+        *self.prefetch.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub(crate) fn report(&self) -> Value {
-        let prefetch = *self.prefetch.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let prefetch = self.prefetch();
         json!({
             "budget_mib": self.budget.bytes() / (1024 * 1024),
             "prefetch": prefetch.map(|(limits, InputLayout { partitions, brokers })| json!({

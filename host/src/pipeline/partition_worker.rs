@@ -30,8 +30,8 @@ use super::counters::StageCounters;
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen, Screened};
 use super::fault_injection::FaultInjection;
-use super::in_flight_bytes::InFlightBytes;
 use super::instance_pool::InstancePool;
+use super::memory_budget::MemoryUse;
 use super::next_step::{
     AfterCall, AfterDeliveryFailure, Omission, RecordRole, after_delivery_failure, after_plugin_call,
 };
@@ -68,8 +68,8 @@ pub(crate) struct WorkerContext {
     pub(crate) plugin_calls: Arc<Semaphore>,
     /// Plugin instances, borrowed per call by every partition.
     pub(crate) instances: Arc<InstancePool>,
-    /// The in-flight share of the memory budget, in bytes.
-    pub(crate) in_flight_bytes: Arc<InFlightBytes>,
+    /// The memory budget: its in-flight share bounds what workers take.
+    pub(crate) memory: Arc<MemoryUse>,
     pub(crate) counters: Arc<StageCounters>,
     /// Off when the stage has no `[dedup]` section.
     pub(crate) dedup: Option<Arc<Dedup>>,
@@ -124,7 +124,11 @@ pub(crate) struct WorkerHandle {
 /// the consumer thread to report and recover from.
 pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> WorkerHandle {
     let partition = feed.partition().clone();
-    let (intake, hand_over) = RecordIntake::new(feed, context.consumer_errors.clone(), context.in_flight_bytes.clone());
+    let (intake, hand_over) = RecordIntake::new(
+        feed,
+        context.consumer_errors.clone(),
+        context.memory.in_flight().clone(),
+    );
     let shared = Arc::new(PartitionShared {
         committable: AtomicI64::new(-1),
         failure: Mutex::default(),

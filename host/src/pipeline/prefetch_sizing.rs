@@ -4,12 +4,12 @@
 //! prefetch share is divided by their partition count (and leading
 //! brokers) as the cluster reports them then.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use super::memory_budget::{MemoryBudget, PrefetchLimits};
+use super::memory_budget::MemoryUse;
 use crate::kafka::{BrokerProbe, InputLayout};
 
 /// How long reading the input topics' layout may take before the last
@@ -18,37 +18,50 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct PrefetchSizing {
     probe: BrokerProbe,
-    budget: MemoryBudget,
-    /// The layout from the last successful read, for when the cluster
-    /// cannot be asked.
-    last_layout: Mutex<InputLayout>,
+    /// The budget, and where the sizing is recorded for `/stats` and the
+    /// consumer thread.
+    memory: Arc<MemoryUse>,
+    known: Mutex<KnownLayout>,
+}
+
+/// The layout from the last successful read, for when the cluster cannot
+/// be asked.
+struct KnownLayout {
+    layout: InputLayout,
+    /// Read at startup and not used yet: the first consumer needs no
+    /// second read.
+    fresh: bool,
 }
 
 impl PrefetchSizing {
     /// `layout`: the input topics' layout read at startup.
-    pub(crate) fn new(probe: BrokerProbe, budget: MemoryBudget, layout: InputLayout) -> Self {
+    pub(crate) fn new(probe: BrokerProbe, memory: Arc<MemoryUse>, layout: InputLayout) -> Self {
         PrefetchSizing {
             probe,
-            budget,
-            last_layout: Mutex::new(layout),
+            memory,
+            known: Mutex::new(KnownLayout { layout, fresh: true }),
         }
     }
 
-    /// Set `config`'s prefetch for the input topics as they are now;
-    /// returns the limits and the layout they assume.
-    pub(crate) fn apply(&self, config: &mut ClientConfig, topics: &[String]) -> (PrefetchLimits, InputLayout) {
-        let mut last = self.last_layout.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match self.probe.input_layout(topics, METADATA_TIMEOUT) {
-            Ok(layout) if layout.partitions > 0 => *last = layout,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, partitions = last.partitions, "cannot read the input topics' layout; sizing prefetch for the last known one")
+    /// Set `config`'s prefetch for the input topics as they are now, and
+    /// record it in the stage's [`MemoryUse`].
+    pub(crate) fn apply(&self, config: &mut ClientConfig, topics: &[String]) {
+        let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !std::mem::take(&mut known.fresh) {
+            match self.probe.input_layout(topics, METADATA_TIMEOUT) {
+                Ok(layout) if layout.partitions > 0 => known.layout = layout,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, partitions = known.layout.partitions, "cannot read the input topics' layout; sizing prefetch for the last known one")
+                }
             }
         }
-        let layout = *last;
-        let limits = self.budget.limit_consumer(config, layout.partitions, layout.brokers);
+        let layout = known.layout;
+        let budget = self.memory.budget();
+        let limits = budget.limit_consumer(config, layout.partitions, layout.brokers);
+        self.memory.prefetch_sized(limits, layout);
         tracing::info!(
-            budget_mib = self.budget.bytes() / (1024 * 1024),
+            budget_mib = budget.bytes() / (1024 * 1024),
             partitions = layout.partitions,
             brokers = layout.brokers,
             queued_kbytes = limits.queued_kbytes,
@@ -56,6 +69,5 @@ impl PrefetchSizing {
             fetch_bytes = limits.fetch_bytes,
             "prefetch sized from the memory budget"
         );
-        (limits, layout)
     }
 }

@@ -165,7 +165,7 @@ impl Stage {
             producer: producer.clone(),
             plugin_calls: Arc::new(Semaphore::new(stage.concurrency)),
             instances: Arc::default(),
-            in_flight_bytes: self.memory.in_flight().clone(),
+            memory: self.memory.clone(),
             counters: self.counters.clone(),
             dedup,
             plugin: self.plugin.clone(),
@@ -181,13 +181,10 @@ impl Stage {
             let base_config = kafka::consumer_config(kafka_config, &self.bootstrap_servers);
             let topics = kafka_config.input_topics.clone();
             let registry = registry.clone();
-            let sizing = PrefetchSizing::new(probe, self.memory.budget(), input_layout);
-            let memory = self.memory.clone();
+            let sizing = PrefetchSizing::new(probe, self.memory.clone(), input_layout);
             Box::new(move || {
                 let mut consumer_config = base_config.clone();
-                let (limits, layout) = sizing.apply(&mut consumer_config, &topics);
-                memory.prefetch_sized(limits, layout);
-                registry.set_prefetch(limits.partition_bytes(), layout.partitions);
+                sizing.apply(&mut consumer_config, &topics);
                 SourceConsumer::subscribe(&consumer_config, &topics, registry.clone())
             })
         };
