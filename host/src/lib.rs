@@ -13,3 +13,4 @@ pub mod kafka;
 pub mod observe;
 pub mod pipeline;
 pub mod plugin;
+pub mod project;

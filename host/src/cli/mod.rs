@@ -1,12 +1,15 @@
 //! The `sluice` command line: argument parsing and dispatch, nothing more.
 
+mod build_plugin;
 mod check;
+mod dev_loop;
 mod diagnose;
 mod diagnose_text;
 mod dlq;
 mod dlq_listing;
 mod expected_results;
 mod jsonl;
+mod new_project;
 mod run_stage;
 mod test_plugin;
 
@@ -49,6 +52,15 @@ enum Command {
     /// prints one JSON verdict per message, or compares them with expected
     /// ones (`--expect`).
     Test(test_plugin::TestArgs),
+    /// Write a new handler project (Rust, Python or JavaScript) with the SDK,
+    /// sample messages, expected results and a stage file.
+    New(new_project::NewArgs),
+    /// Build a handler project into a component, checked against the world.
+    Build(build_plugin::BuildArgs),
+    /// Build a handler project, run it as a stage on the embedded cluster
+    /// over its sample messages, and rebuild and hot-reload it on every
+    /// change, printing what the stage writes.
+    Dev(dev_loop::DevArgs),
     /// Look at a stage's brokers, topics, consumer group, lag and dead
     /// letters without joining its group, and size its partitions.
     Diagnose(diagnose::DiagnoseArgs),
@@ -79,6 +91,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_stage::run(cache_dir, args),
         Command::Check(args) => check::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
         Command::Test(args) => test_plugin::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
+        Command::New(args) => new_project::run(args),
+        Command::Build(args) => build_plugin::run(&PluginRuntime::new(cache_dir.as_deref())?, args),
+        Command::Dev(args) => dev_loop::run(cache_dir, args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Dlq(args) => dlq::run(args),
     }

@@ -74,7 +74,7 @@ pub(crate) fn run(cache_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn start_embedded(config: &StageConfig) -> anyhow::Result<EmbeddedCluster> {
+pub(super) fn start_embedded(config: &StageConfig) -> anyhow::Result<EmbeddedCluster> {
     let kafka = &config.kafka;
     let mut topics: Vec<&str> = kafka.input_topics.iter().map(String::as_str).collect();
     topics.extend([kafka.output_topic.as_str(), kafka.dead_letter_topic.as_str()]);
@@ -86,29 +86,14 @@ fn start_embedded(config: &StageConfig) -> anyhow::Result<EmbeddedCluster> {
 
 /// Produce the seed file's messages to the first input topic (or the input
 /// topic a line names), keeping each line's partition.
-async fn seed_messages(config: &StageConfig, bootstrap_servers: &str, seed: &Path) -> anyhow::Result<u64> {
+pub(super) async fn seed_messages(config: &StageConfig, bootstrap_servers: &str, seed: &Path) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(seed).with_context(|| format!("cannot read seed file {}", seed.display()))?;
     let producer = SinkProducer::new(&kafka::producer_config(&config.kafka, bootstrap_servers))?;
-    let default_topic = &config.kafka.input_topics[0];
     let mut deliveries = Vec::new();
     for (index, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
         let message = jsonl::parse_message(line, deliveries.len() as i64)
             .map_err(|reason| anyhow::anyhow!("{}: line {}: {reason}", seed.display(), index + 1))?;
-        let topic = if config.kafka.input_topics.contains(&message.topic) {
-            message.topic
-        } else {
-            default_topic.clone()
-        };
-        let record = OutgoingRecord {
-            topic,
-            key: message.key,
-            value: message.value,
-            headers: message
-                .headers
-                .into_iter()
-                .map(|header| (header.name, header.value))
-                .collect(),
-        };
+        let record = input_record(config, message);
         deliveries.push(producer.enqueue(&record).await);
     }
     let count = deliveries.len() as u64;
@@ -119,9 +104,28 @@ async fn seed_messages(config: &StageConfig, bootstrap_servers: &str, seed: &Pat
     Ok(count)
 }
 
+/// A `sluice test`-format message as a record for the stage's input: to
+/// the input topic it names, else the first one.
+pub(super) fn input_record(config: &StageConfig, message: crate::plugin::Message) -> OutgoingRecord {
+    let topic = match config.kafka.input_topics.contains(&message.topic) {
+        true => message.topic,
+        false => config.kafka.input_topics[0].clone(),
+    };
+    OutgoingRecord {
+        topic,
+        key: message.key,
+        value: message.value,
+        headers: message
+            .headers
+            .into_iter()
+            .map(|header| (header.name, header.value))
+            .collect(),
+    }
+}
+
 /// First SIGINT/SIGTERM: stop gracefully. Second: exit at once; nothing
 /// unfinished was committed, so at-least-once still holds.
-async fn stop_on_signals(shutdown: Arc<AtomicBool>) {
+pub(super) async fn stop_on_signals(shutdown: Arc<AtomicBool>) {
     let Ok(mut terminate) = signal(SignalKind::terminate()) else {
         tracing::warn!("cannot listen for SIGTERM; stop the stage with Ctrl-C");
         return;
@@ -140,7 +144,7 @@ async fn stop_on_signals(shutdown: Arc<AtomicBool>) {
     std::process::exit(130);
 }
 
-fn print_summary(stage: &str, summary: &StageSummary, reloads: &ReloadStats) {
+pub(super) fn print_summary(stage: &str, summary: &StageSummary, reloads: &ReloadStats) {
     println!("stage {stage} stopped");
     println!("  received        {}", summary.received);
     println!("  processed       {}", summary.finished);

@@ -17,7 +17,7 @@
  */
 
 import { JsonError, kind, parse, stringify } from './json-document.js';
-import { Output, Utf8Error, batchOf, config, deadLetter, decodeUtf8, log, success } from '../sdk/sluice-plugin.js';
+import { Output, Utf8Error, batchOf, config, deadLetter, decodeUtf8, log, success } from 'sluice-plugin';
 
 export function handle(message) {
   if (message.value == null) return deadLetter('invalid JSON: the record is a tombstone (no value)');

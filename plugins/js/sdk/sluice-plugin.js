@@ -6,7 +6,7 @@
  * with `jco componentize`. This module gives handlers the shape of the Rust
  * SDK (`plugins/sdk`):
  *
- *     import { Output, Utf8Error, batchOf, deadLetter, success, valueText } from '../sdk/sluice-plugin.js';
+ *     import { Output, Utf8Error, batchOf, deadLetter, success, valueText } from 'sluice-plugin';
  *
  *     export function handle(message) {
  *       let text;

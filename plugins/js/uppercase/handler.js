@@ -3,11 +3,10 @@
  *
  * A value that is not UTF-8 cannot be upper-cased, and retrying will not
  * change that, so it goes straight to the dead-letter topic. Tombstones pass
- * through untouched. The JavaScript twin of `plugins/rust/uppercase`: the
- * same input gives the same bytes out.
+ * through untouched. Edit `handle` to make it yours.
  */
 
-import { Output, Utf8Error, batchOf, deadLetter, success, valueText } from '../sdk/sluice-plugin.js';
+import { Output, Utf8Error, batchOf, deadLetter, success, valueText } from 'sluice-plugin';
 
 export function handle(message) {
   let text;

@@ -2,8 +2,7 @@
 
 A value that is not UTF-8 cannot be upper-cased, and retrying will not
 change that, so it goes straight to the dead-letter topic. Tombstones pass
-through untouched. The Python twin of ``plugins/rust/uppercase``: the same
-input gives the same bytes out.
+through untouched. Edit ``handle`` to make it yours.
 """
 
 from sluice_plugin import DeadLetter, Handler, Output, Success, Utf8Error, value_text

@@ -44,7 +44,7 @@ extern crate self as sluice_plugin;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "message-handler",
-        path: "../../wit",
+        path: "wit",
         pub_export_macro: true,
         default_bindings_module: "::sluice_plugin::bindings",
         runtime_path: "::sluice_plugin::__private::wit_bindgen::rt",

@@ -17,7 +17,7 @@ import {
   retry,
   success,
   valueText,
-} from '../../sdk/sluice-plugin.js';
+} from 'sluice-plugin';
 
 export function handle(message) {
   let command;

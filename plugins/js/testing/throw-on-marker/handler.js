@@ -5,7 +5,7 @@
  * and recovers on a fresh instance.
  */
 
-import { Output, batchOf, config, decodeUtf8, success } from '../../sdk/sluice-plugin.js';
+import { Output, batchOf, config, decodeUtf8, success } from 'sluice-plugin';
 
 export function handle(message) {
   const marker = config.getOr('marker', 'TRAP');

@@ -1,0 +1,112 @@
+//! Every file `sluice new` writes and `sluice build` may need, carried
+//! inside the binary: the SDKs and the contract are the very files this
+//! repository builds its own examples from, so a project made by a given
+//! `sluice` speaks the contract that `sluice` runs.
+
+/// A file of a project or an SDK, by its path relative to where it goes.
+pub(super) type EmbeddedFile = (&'static str, &'static str);
+
+macro_rules! repository_file {
+    ($path:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../", $path))
+    };
+}
+
+macro_rules! template {
+    ($path:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/templates/", $path))
+    };
+}
+
+/// The contract, `wit/plugin.wit`; each SDK carries it in its `wit/`.
+pub(super) const CONTRACT: EmbeddedFile = ("wit/plugin.wit", repository_file!("wit/plugin.wit"));
+
+pub(super) const RUST_SDK: &[EmbeddedFile] = &[
+    ("Cargo.toml", repository_file!("plugins/sdk/Cargo.toml")),
+    ("README.md", repository_file!("plugins/sdk/README.md")),
+    ("src/lib.rs", repository_file!("plugins/sdk/src/lib.rs")),
+    ("src/config.rs", repository_file!("plugins/sdk/src/config.rs")),
+    ("src/handler.rs", repository_file!("plugins/sdk/src/handler.rs")),
+    ("src/log.rs", repository_file!("plugins/sdk/src/log.rs")),
+    ("src/types.rs", repository_file!("plugins/sdk/src/types.rs")),
+    CONTRACT,
+];
+
+pub(super) const PYTHON_SDK: &[EmbeddedFile] = &[
+    ("pyproject.toml", repository_file!("plugins/python/sdk/pyproject.toml")),
+    ("README.md", repository_file!("plugins/python/sdk/README.md")),
+    (
+        "sluice_plugin/__init__.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/__init__.py"),
+    ),
+    (
+        "sluice_plugin/config.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/config.py"),
+    ),
+    (
+        "sluice_plugin/log.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/log.py"),
+    ),
+    (
+        "sluice_plugin/records.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/records.py"),
+    ),
+    (
+        "sluice_plugin/text.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/text.py"),
+    ),
+    (
+        "sluice_plugin/verdicts.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/verdicts.py"),
+    ),
+    CONTRACT,
+];
+
+pub(super) const JAVASCRIPT_SDK: &[EmbeddedFile] = &[
+    ("package.json", repository_file!("plugins/js/sdk/package.json")),
+    ("README.md", repository_file!("plugins/js/sdk/README.md")),
+    ("sluice-plugin.js", repository_file!("plugins/js/sdk/sluice-plugin.js")),
+    ("config.js", repository_file!("plugins/js/sdk/config.js")),
+    ("log.js", repository_file!("plugins/js/sdk/log.js")),
+    ("records.js", repository_file!("plugins/js/sdk/records.js")),
+    ("utf8.js", repository_file!("plugins/js/sdk/utf8.js")),
+    ("verdicts.js", repository_file!("plugins/js/sdk/verdicts.js")),
+    CONTRACT,
+];
+
+/// componentize-py's pin, as `componentize-py==X.Y.Z`.
+pub(super) const PYTHON_REQUIREMENTS: &str = repository_file!("plugins/python/requirements.txt");
+/// The JavaScript build tools' pins: the package file and its lock.
+pub(super) const JAVASCRIPT_TOOLS_PACKAGE: &str = repository_file!("plugins/js/package.json");
+pub(super) const JAVASCRIPT_TOOLS_LOCK: &str = repository_file!("plugins/js/package-lock.json");
+
+/// Files every new project gets. `{{name}}` and friends are filled in.
+pub(super) const COMMON: &[EmbeddedFile] = &[
+    ("README.md", template!("README.md")),
+    (".gitignore", template!("gitignore")),
+    ("stage.toml", template!("stage.toml")),
+    ("messages.jsonl", repository_file!("tests/fixtures/messages.jsonl")),
+    (
+        "expected.jsonl",
+        repository_file!("tests/fixtures/uppercase.expected.jsonl"),
+    ),
+];
+
+/// The handlers are the repository's `uppercase` examples, which its tests
+/// hold byte-for-byte equal across the three languages.
+pub(super) const RUST_PROJECT: &[EmbeddedFile] = &[
+    ("Cargo.toml", template!("rust/Cargo.toml")),
+    ("Cargo.lock", template!("rust/Cargo.lock")),
+    (".cargo/config.toml", template!("rust/cargo-config.toml")),
+    ("src/lib.rs", repository_file!("plugins/rust/uppercase/src/lib.rs")),
+];
+
+pub(super) const PYTHON_PROJECT: &[EmbeddedFile] = &[
+    ("pyproject.toml", template!("python/pyproject.toml")),
+    ("handler.py", repository_file!("plugins/python/uppercase/handler.py")),
+];
+
+pub(super) const JAVASCRIPT_PROJECT: &[EmbeddedFile] = &[
+    ("package.json", template!("js/package.json")),
+    ("handler.js", repository_file!("plugins/js/uppercase/handler.js")),
+];
