@@ -330,3 +330,42 @@ fn dev_rebuilds_and_reloads_on_each_change_and_keeps_serving_through_a_broken_on
         dev.output()
     );
 }
+
+#[test]
+fn a_python_projects_own_dependencies_are_installed_and_bundled() {
+    let root = TempDir::new().unwrap();
+    succeeded(&run(sluice(root.path()).args(["new", "with-deps", "--lang", "python"])));
+    let project = root.path().join("with-deps");
+    let pyproject = std::fs::read_to_string(project.join("pyproject.toml")).unwrap();
+    std::fs::write(
+        project.join("pyproject.toml"),
+        pyproject.replace(
+            r#"dependencies = ["sluice-plugin==0.1.0"]"#,
+            r#"dependencies = ["sluice-plugin==0.1.0", "six==1.16.0"]"#,
+        ),
+    )
+    .unwrap();
+    let handler = std::fs::read_to_string(project.join("handler.py")).unwrap();
+    std::fs::write(
+        project.join("handler.py"),
+        handler
+            .replace("from sluice_plugin import", "import six\nfrom sluice_plugin import")
+            .replace("text.upper()", "six.ensure_str(text).upper()"),
+    )
+    .unwrap();
+    let built = succeeded(&run(sluice(&project).arg("build")));
+    assert!(built.starts_with("built dist/with-deps.wasm"), "{built}");
+    assert!(
+        project.join(".sluice/python-packages/six.py").is_file(),
+        "six is installed for the build"
+    );
+    let tested = succeeded(&run(sluice(&project).args([
+        "test",
+        "dist/with-deps.wasm",
+        "--input",
+        "messages.jsonl",
+        "--expect",
+        "expected.jsonl",
+    ])));
+    assert!(tested.contains("ok: 7 results as expected"), "{tested}");
+}

@@ -110,3 +110,41 @@ pub(super) const JAVASCRIPT_PROJECT: &[EmbeddedFile] = &[
     ("package.json", template!("js/package.json")),
     ("handler.js", repository_file!("plugins/js/uppercase/handler.js")),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `version = "X"` or `"version": "X"` in a manifest.
+    fn manifest_version(files: &[EmbeddedFile], manifest: &str) -> String {
+        let (_, text) = files.iter().find(|(path, _)| *path == manifest).unwrap();
+        let line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with("version =") || line.trim_start().starts_with("\"version\":"))
+            .unwrap();
+        line.split('"').rev().nth(1).unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_sdk_and_every_project_template_speaks_the_contracts_version() {
+        let contract = CONTRACT
+            .1
+            .lines()
+            .find_map(|line| line.strip_prefix("package sluice:plugin@"))
+            .and_then(|rest| rest.strip_suffix(';'))
+            .unwrap();
+        assert_eq!(manifest_version(RUST_SDK, "Cargo.toml"), contract);
+        assert_eq!(manifest_version(PYTHON_SDK, "pyproject.toml"), contract);
+        assert_eq!(manifest_version(JAVASCRIPT_SDK, "package.json"), contract);
+        let (_, cargo) = RUST_PROJECT[0];
+        assert!(
+            cargo.contains(&format!("sluice-plugin = {{ version = \"{contract}\"")),
+            "{cargo}"
+        );
+        let (_, pyproject) = PYTHON_PROJECT[0];
+        assert!(
+            pyproject.contains(&format!("\"sluice-plugin=={contract}\"")),
+            "{pyproject}"
+        );
+    }
+}
