@@ -25,18 +25,21 @@ pub(crate) fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
         language: args.lang,
         name: args.name,
     };
-    let written = create_project(&project)?;
+    let created = create_project(&project)?;
     let dir = project.dir.display();
     println!(
         "created {dir}: a {} handler ({}) with the sluice-plugin SDK, sample messages and a stage file ({} files)",
         project.language,
         project.language.handler_file(),
-        written.len()
+        created.files.len()
     );
     println!("next:");
     println!("  cd {dir}");
     println!("  sluice build");
-    println!("  sluice test dist/<name>.wasm --input messages.jsonl --expect expected.jsonl");
+    println!(
+        "  sluice test dist/{}.wasm --input messages.jsonl --expect expected.jsonl",
+        created.name
+    );
     println!("  sluice dev");
     Ok(ExitCode::SUCCESS)
 }

@@ -20,5 +20,5 @@ mod tools;
 pub use build::{BuildRequest, BuiltPlugin, build_project};
 pub use error::ProjectError;
 pub use language::Language;
-pub use scaffold::{NewProject, create_project};
+pub use scaffold::{CreatedProject, NewProject, create_project};
 pub use tools::ToolCache;

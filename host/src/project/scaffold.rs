@@ -18,9 +18,18 @@ pub struct NewProject {
     pub name: Option<String>,
 }
 
-/// Write the project and return the files written, relative to its folder.
-/// Nothing is overwritten: a folder with anything in it is refused.
-pub fn create_project(project: &NewProject) -> Result<Vec<PathBuf>, ProjectError> {
+/// A project just written.
+#[derive(Debug)]
+pub struct CreatedProject {
+    /// The handler's name; its component builds to `dist/<name>.wasm`.
+    pub name: String,
+    /// The files written, relative to the project folder.
+    pub files: Vec<PathBuf>,
+}
+
+/// Write the project. Nothing is overwritten: a folder with anything in it
+/// is refused.
+pub fn create_project(project: &NewProject) -> Result<CreatedProject, ProjectError> {
     let name = match &project.name {
         Some(name) => name.clone(),
         None => std::path::absolute(&project.dir)
@@ -53,7 +62,7 @@ pub fn create_project(project: &NewProject) -> Result<Vec<PathBuf>, ProjectError
     for (path, contents) in sdk {
         written.push(write(&project.dir, &Path::new("sluice-plugin").join(path), contents)?);
     }
-    Ok(written)
+    Ok(CreatedProject { name, files: written })
 }
 
 /// A name that works as a crate, a Python distribution and an npm package.
@@ -140,12 +149,14 @@ mod tests {
     fn a_project_has_its_handler_sdk_contract_and_samples_filled_in() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("geo");
-        let written = create_project(&NewProject {
+        let created = create_project(&NewProject {
             dir: dir.clone(),
             language: Language::Python,
             name: None,
         })
         .unwrap();
+        assert_eq!(created.name, "geo");
+        let written = created.files;
         for file in [
             "handler.py",
             "pyproject.toml",
