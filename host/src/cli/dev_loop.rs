@@ -3,7 +3,7 @@
 //! rebuilt and reaches the running stage the way a deploy does, by a new
 //! file renamed over the watched plugin path.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +24,7 @@ use crate::config::{self, StageConfig};
 use crate::kafka::{self, SinkProducer};
 use crate::pipeline::Stage;
 use crate::plugin::{PluginRuntime, PluginSettings, PluginSlot, PluginWatcher};
-use crate::project::{BuildRequest, BuiltPlugin, Language, ProjectError, build_project};
+use crate::project::{BuildRequest, BuiltPlugin, Language, ProjectError, build_project, is_handler_source};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DevArgs {
@@ -120,7 +120,7 @@ pub(crate) fn run(cache_dir: Option<PathBuf>, args: DevArgs) -> anyhow::Result<E
             };
             let touched = events.iter().any(|event| {
                 !matches!(event.event.kind, EventKind::Access(_))
-                    && event.event.paths.iter().any(|path| is_source(&dir, path))
+                    && event.event.paths.iter().any(|path| is_handler_source(&dir, path))
             });
             if touched {
                 rebuild(&build, &slot, || match &seed {
@@ -181,19 +181,6 @@ fn rebuild(
     if let Err(error) = send_samples() {
         println!("sluice dev: cannot send the sample messages: {error:#}");
     }
-}
-
-/// Whether a changed path is one of the handler's sources rather than
-/// build output, tools or hidden state.
-fn is_source(dir: &Path, path: &Path) -> bool {
-    let relative = path.strip_prefix(dir).unwrap_or(path);
-    !relative.components().any(|component| match component {
-        std::path::Component::Normal(name) => {
-            let name = name.to_string_lossy();
-            name.starts_with('.') || ["dist", "target", "node_modules", "__pycache__"].contains(&name.as_ref())
-        }
-        _ => false,
-    })
 }
 
 /// Wait until the stage serves `sha256`; false if it rejected the file or
@@ -309,26 +296,5 @@ fn shown(bytes: Option<&[u8]>) -> String {
                 if bytes.len() > 16 { "…" } else { "" }
             ),
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn build_output_and_hidden_state_are_not_sources() {
-        let dir = Path::new("/p");
-        assert!(is_source(dir, Path::new("/p/src/lib.rs")));
-        assert!(is_source(dir, Path::new("/p/handler.py")));
-        for built in [
-            "/p/dist/h.wasm",
-            "/p/target/release/x",
-            "/p/.sluice/venv/a",
-            "/p/__pycache__/h.pyc",
-            "/p/.git/index",
-        ] {
-            assert!(!is_source(dir, Path::new(built)), "{built}");
-        }
     }
 }

@@ -18,6 +18,9 @@ pub enum ProjectError {
     #[error("{dir}: has no {file}; the component is built from it")]
     NoHandlerFile { dir: PathBuf, file: &'static str },
 
+    #[error("{path}: the path is not UTF-8, which a JavaScript build needs; move the project to a path that is")]
+    NotText { path: PathBuf },
+
     #[error("{dir}: is not a folder")]
     NotAFolder { dir: PathBuf },
 

@@ -12,9 +12,26 @@ use super::ProjectError;
 /// Folders that hold build output, caches or tools, never handler sources.
 const SKIPPED_FOLDERS: &[&str] = &["dist", "target", "node_modules", "__pycache__"];
 
+/// Whether a file or folder name is left out of a handler's sources:
+/// hidden entries (`.git`, `.sluice`) and [`SKIPPED_FOLDERS`].
+fn is_skipped_name(name: &str) -> bool {
+    name.starts_with('.') || SKIPPED_FOLDERS.contains(&name)
+}
+
+/// Whether `path`, under the project folder `dir`, is one of the handler's
+/// sources rather than build output, tools or hidden state: the same rule
+/// the inputs hash follows.
+pub fn is_handler_source(dir: &Path, path: &Path) -> bool {
+    let relative = path.strip_prefix(dir).unwrap_or(path);
+    !relative.components().any(|component| match component {
+        std::path::Component::Normal(name) => is_skipped_name(&name.to_string_lossy()),
+        _ => false,
+    })
+}
+
 /// The hash of `labels` (tool versions and the like) and of every file
-/// under `roots` by relative path and contents, hidden entries and
-/// [`SKIPPED_FOLDERS`] left out.
+/// under `roots` by relative path and contents, what [`is_skipped_name`]
+/// names left out.
 pub(super) fn inputs_hash(labels: &[&str], roots: &[&Path]) -> Result<String, ProjectError> {
     let mut digest = Sha256::new();
     for label in labels {
@@ -42,16 +59,13 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), ProjectErro
     for entry in entries {
         let entry = entry.map_err(ProjectError::io(format!("cannot list {}", dir.display())))?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
+        if is_skipped_name(&name.to_string_lossy()) {
             continue;
         }
         let path = entry.path();
         // Follows symbolic links, as the build tools do.
         if path.is_dir() {
-            if !SKIPPED_FOLDERS.contains(&name.as_ref()) {
-                collect_files(&path, files)?;
-            }
+            collect_files(&path, files)?;
         } else if path.is_file() {
             files.push(path);
         }
@@ -92,6 +106,22 @@ mod tests {
         assert_ne!(inputs_hash(&["tool 2"], &[dir.path()]).unwrap(), before);
         fs::write(dir.path().join("handler.py"), "b").unwrap();
         assert_ne!(inputs_hash(&["tool 1"], &[dir.path()]).unwrap(), before);
+    }
+
+    #[test]
+    fn build_output_and_hidden_state_are_not_sources() {
+        let dir = Path::new("/p");
+        assert!(is_handler_source(dir, Path::new("/p/src/lib.rs")));
+        assert!(is_handler_source(dir, Path::new("/p/handler.py")));
+        for built in [
+            "/p/dist/h.wasm",
+            "/p/target/release/x",
+            "/p/.sluice/venv/a",
+            "/p/__pycache__/h.pyc",
+            "/p/.git/index",
+        ] {
+            assert!(!is_handler_source(dir, Path::new(built)), "{built}");
+        }
     }
 
     #[test]

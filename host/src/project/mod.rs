@@ -19,6 +19,7 @@ mod tools;
 
 pub use build::{BuildRequest, BuiltPlugin, build_project};
 pub use error::ProjectError;
+pub use inputs_hash::is_handler_source;
 pub use language::Language;
 pub use scaffold::{CreatedProject, NewProject, create_project};
 pub use tools::ToolCache;

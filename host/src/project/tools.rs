@@ -234,12 +234,32 @@ pub(super) fn find_program(program: &'static str, hint: &'static str) -> Result<
     }
 }
 
+/// A program that cannot be started because it is not there is missing
+/// (with what to install); any other failure to start it is an I/O error.
+pub(super) fn missing_or_io(
+    error: std::io::Error,
+    tool: &'static str,
+    hint: &'static str,
+    context: &str,
+) -> ProjectError {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => ProjectError::ToolMissing { tool, hint },
+        _ => ProjectError::Io {
+            context: context.to_owned(),
+            source: error,
+        },
+    }
+}
+
 fn check_node() -> Result<(), ProjectError> {
-    let node = find_program("node", "install Node.js 20.19 or newer (https://nodejs.org)")?;
-    let output = Command::new(node)
-        .arg("--version")
-        .output()
-        .map_err(ProjectError::io("cannot run node --version"))?;
+    let output = Command::new("node").arg("--version").output().map_err(|error| {
+        missing_or_io(
+            error,
+            "node",
+            "install Node.js 20.19 or newer (https://nodejs.org)",
+            "cannot run node --version",
+        )
+    })?;
     let found = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     match parse_node_version(&found) {
         Some(version) if version >= NODE_MINIMUM => Ok(()),

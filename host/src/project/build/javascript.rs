@@ -31,7 +31,7 @@ pub(super) fn build(step: &LanguageStep<'_>) -> Result<Candidate, ProjectError> 
     let config = config_dir.path().join("bundle.config.mjs");
     fs::write(
         &config,
-        bundle_config(&std::path::absolute(&sdk).unwrap_or(sdk.clone())),
+        bundle_config(&std::path::absolute(&sdk).unwrap_or(sdk.clone()))?,
     )
     .map_err(ProjectError::io(format!("cannot write {}", config.display())))?;
     // `--disable http fetch-event`: otherwise the component imports
@@ -54,9 +54,14 @@ pub(super) fn build(step: &LanguageStep<'_>) -> Result<Candidate, ProjectError> 
 
 /// Rolldown settings: `sluice-plugin` is the SDK folder; the contract's
 /// interfaces (`sluice:plugin/...`) are provided by the host at run time.
-fn bundle_config(sdk: &Path) -> String {
-    let entry = serde_json::to_string(&sdk.join("sluice-plugin.js")).expect("a path is JSON");
-    format!(
+/// The SDK's path goes into JavaScript source, so it must be text.
+fn bundle_config(sdk: &Path) -> Result<String, ProjectError> {
+    let entry = sdk.join("sluice-plugin.js");
+    let entry = entry
+        .to_str()
+        .ok_or_else(|| ProjectError::NotText { path: entry.clone() })?;
+    let entry = serde_json::Value::from(entry);
+    Ok(format!(
         "export default {{\n  external: [/^sluice:plugin\\//],\n  resolve: {{ alias: {{ 'sluice-plugin': {entry} }} }},\n}};\n"
-    )
+    ))
 }

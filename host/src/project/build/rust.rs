@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{Candidate, LanguageStep};
 use crate::project::ProjectError;
-use crate::project::tools::{find_program, run_step};
+use crate::project::tools::{missing_or_io, run_step};
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -37,7 +37,6 @@ pub(super) fn build(step: &LanguageStep<'_>) -> Result<Candidate, ProjectError> 
     let LanguageStep {
         dir, output, partial, ..
     } = *step;
-    find_program("cargo", "install Rust with rustup (https://rustup.rs)")?;
     ensure_target()?;
     let manifest = std::path::absolute(dir.join("Cargo.toml"))
         .map_err(ProjectError::io(format!("cannot resolve {}", dir.display())))?;
@@ -55,7 +54,14 @@ pub(super) fn build(step: &LanguageStep<'_>) -> Result<Candidate, ProjectError> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(ProjectError::io("cannot run cargo build"))?;
+        .map_err(|error| {
+            missing_or_io(
+                error,
+                "cargo",
+                "install Rust with rustup (https://rustup.rs)",
+                "cannot run cargo build",
+            )
+        })?;
     let mut component = None;
     let stdout = cargo.stdout.take().expect("piped");
     for line in BufReader::new(stdout).lines() {
