@@ -117,13 +117,31 @@ pub fn create_topics(brokers: &str, topics: &[&str], partitions: i32) {
 /// Real Kafka returns the enclosing batch; with one record per batch every
 /// offset is a batch boundary and tansu behaves the same.
 pub fn produce(brokers: &str, topic: &str, inputs: &[Input]) {
-    let producer: BaseProducer = ClientConfig::new()
+    produce_with(
+        brokers,
+        topic,
+        inputs,
+        &[("batch.num.messages", "1"), ("linger.ms", "0")],
+    );
+}
+
+/// Produce `inputs` as any producer does, many records to a batch
+/// (`linger.ms = 5`): the input of the stage bench's batched case. Only
+/// for a consumer that starts at the beginning and never seeks (tansu
+/// returns nothing to a fetch that starts mid-batch).
+pub fn produce_batched(brokers: &str, topic: &str, inputs: &[Input]) {
+    produce_with(brokers, topic, inputs, &[("linger.ms", "5")]);
+}
+
+fn produce_with(brokers: &str, topic: &str, inputs: &[Input], settings: &[(&str, &str)]) {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
+        .set("enable.idempotence", "true");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    let producer: BaseProducer = config.create().expect("producer");
     for input in inputs {
         let mut headers = OwnedHeaders::new();
         for (name, value) in &input.headers {

@@ -238,7 +238,7 @@ impl ReplayPlanner {
             )
             .into_bytes(),
         ));
-        headers.push((TRACEPARENT_HEADER.to_owned(), trace.to_string().into_bytes()));
+        headers.push((TRACEPARENT_HEADER.to_owned(), trace.to_header_value()));
         Ok(PlannedReplay {
             at: record.at,
             record: OutgoingRecord {

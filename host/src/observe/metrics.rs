@@ -6,6 +6,7 @@
 //! a library user with their own) recording costs nothing.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -73,12 +74,34 @@ fn install() -> Option<PrometheusHandle> {
     match builder.install_recorder() {
         Ok(handle) => {
             describe();
+            start_upkeep(handle.clone());
             Some(handle)
         }
         Err(error) => {
             tracing::warn!(%error, "cannot install the Prometheus recorder; /metrics stays empty");
             None
         }
+    }
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until it is folded into the
+/// buckets, which otherwise happens only when `/metrics` is scraped: a
+/// stage nobody scrapes would grow by a few bytes per message for ever.
+/// Folding on a timer bounds that to a few seconds' worth.
+fn start_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("sluice-metrics-upkeep".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = started {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread; histogram samples are folded only when /metrics is scraped");
     }
 }
 

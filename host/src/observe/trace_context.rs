@@ -77,15 +77,28 @@ impl TraceParent {
     }
 }
 
+impl TraceParent {
+    /// Length of a version-00 header value: `00-` 32 hex `-` 16 hex `-` 2 hex.
+    const HEADER_LEN: usize = 55;
+
+    /// The header value, written straight into its bytes: a stage writes
+    /// one per output record, so no intermediate strings.
+    pub fn to_header_value(&self) -> Vec<u8> {
+        let mut value = [0u8; Self::HEADER_LEN];
+        value[..3].copy_from_slice(b"00-");
+        hex::encode_to_slice(self.trace_id, &mut value[3..35]).expect("32 hex digits fit");
+        value[35] = b'-';
+        hex::encode_to_slice(self.span_id, &mut value[36..52]).expect("16 hex digits fit");
+        value[52] = b'-';
+        hex::encode_to_slice([self.flags], &mut value[53..]).expect("2 hex digits fit");
+        value.to_vec()
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "00-{}-{}-{:02x}",
-            hex::encode(self.trace_id),
-            hex::encode(self.span_id),
-            self.flags
-        )
+        let value = self.to_header_value();
+        formatter.write_str(std::str::from_utf8(&value).expect("hex digits and dashes are ASCII"))
     }
 }
 
@@ -116,6 +129,7 @@ mod tests {
     fn a_valid_header_round_trips() {
         let parsed = TraceParent::parse(EXAMPLE.as_bytes()).expect("valid");
         assert_eq!(parsed.to_string(), EXAMPLE);
+        assert_eq!(parsed.to_header_value(), EXAMPLE.as_bytes());
         assert_eq!(parsed.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(parsed.span_id(), "00f067aa0ba902b7");
     }

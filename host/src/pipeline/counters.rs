@@ -1,7 +1,7 @@
 //! Running totals of what a stage did, shared by its workers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::counter;
 
@@ -32,6 +32,18 @@ pub struct StageCounters {
     claim_waits: AtomicU64,
     claim_takeovers: AtomicU64,
     claims_lost: AtomicU64,
+}
+
+/// How a lot of acknowledged messages ended, for [`StageCounters::completed`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Outcomes {
+    /// Messages whose outputs were acknowledged.
+    pub(crate) with_outputs: u64,
+    /// Their output records.
+    pub(crate) outputs: u64,
+    /// Messages handled with no outputs.
+    pub(crate) filtered: u64,
+    pub(crate) dead_lettered: u64,
 }
 
 /// A snapshot of [`StageCounters`].
@@ -73,24 +85,41 @@ impl StageCounters {
         counter!(MESSAGES_RECEIVED).increment(count);
     }
 
-    /// A message is finished; `end_to_end` is the time since its record's
-    /// timestamp, when it has one.
-    pub(crate) fn finished(&self, end_to_end: Option<Duration>) {
-        self.finished.fetch_add(1, Ordering::Relaxed);
-        if let Some(latency) = end_to_end {
-            metrics::histogram!(END_TO_END_SECONDS).record(latency.as_secs_f64());
+    /// Messages are finished, each with its input record's timestamp (in
+    /// ms since the epoch) when it has one, for the end-to-end latency.
+    /// Counted once per lot: the clock is read once for all of them.
+    pub(crate) fn finished(&self, timestamps_ms: impl ExactSizeIterator<Item = Option<i64>>) {
+        self.finished.fetch_add(timestamps_ms.len() as u64, Ordering::Relaxed);
+        let now = SystemTime::now();
+        let end_to_end = metrics::histogram!(END_TO_END_SECONDS);
+        for timestamp_ms in timestamps_ms {
+            if let Some(latency) = since_timestamp(now, timestamp_ms) {
+                end_to_end.record(latency.as_secs_f64());
+            }
         }
     }
 
-    pub(crate) fn outputs(&self, count: u64) {
-        self.outputs.fetch_add(count, Ordering::Relaxed);
-        counter!(OUTPUT_RECORDS).increment(count);
-        counter!(MESSAGES_FINISHED, "outcome" => "output").increment(1);
-    }
-
-    pub(crate) fn filtered(&self) {
-        self.filtered.fetch_add(1, Ordering::Relaxed);
-        counter!(MESSAGES_FINISHED, "outcome" => "filtered").increment(1);
+    /// What a lot of acknowledged messages came to, counted at once.
+    pub(crate) fn completed(&self, outcomes: Outcomes) {
+        let Outcomes {
+            with_outputs,
+            outputs,
+            filtered,
+            dead_lettered,
+        } = outcomes;
+        if with_outputs > 0 {
+            self.outputs.fetch_add(outputs, Ordering::Relaxed);
+            counter!(OUTPUT_RECORDS).increment(outputs);
+            counter!(MESSAGES_FINISHED, "outcome" => "output").increment(with_outputs);
+        }
+        if filtered > 0 {
+            self.filtered.fetch_add(filtered, Ordering::Relaxed);
+            counter!(MESSAGES_FINISHED, "outcome" => "filtered").increment(filtered);
+        }
+        if dead_lettered > 0 {
+            self.dead_lettered.fetch_add(dead_lettered, Ordering::Relaxed);
+            counter!(MESSAGES_FINISHED, "outcome" => "dead_lettered").increment(dead_lettered);
+        }
     }
 
     pub(crate) fn retry(&self) {
@@ -106,11 +135,6 @@ impl StageCounters {
     pub(crate) fn delivery_failure(&self) {
         self.delivery_failures.fetch_add(1, Ordering::Relaxed);
         counter!(DELIVERY_FAILURES).increment(1);
-    }
-
-    pub(crate) fn dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        counter!(MESSAGES_FINISHED, "outcome" => "dead_lettered").increment(1);
     }
 
     pub(crate) fn deduplicated(&self, count: u64) {
@@ -169,4 +193,9 @@ impl StageCounters {
             claims_lost: self.claims_lost.load(Ordering::Relaxed),
         }
     }
+}
+
+fn since_timestamp(now: SystemTime, timestamp_ms: Option<i64>) -> Option<Duration> {
+    let timestamp = UNIX_EPOCH + Duration::from_millis(u64::try_from(timestamp_ms?).ok()?);
+    now.duration_since(timestamp).ok()
 }

@@ -99,12 +99,15 @@ impl HeldBytes {
         true
     }
 
-    /// `offset` is finished: give back what it held.
-    pub(crate) fn release(&mut self, offset: i64) {
-        if let Some(bytes) = self.by_offset.remove(&offset) {
-            self.total -= bytes;
-            self.pool.give_back(bytes);
+    /// These offsets are finished: give back what they held, in one go
+    /// (one update of the shared count, one wake-up of waiting workers).
+    pub(crate) fn release(&mut self, offsets: impl IntoIterator<Item = i64>) {
+        let mut bytes = 0;
+        for offset in offsets {
+            bytes += self.by_offset.remove(&offset).unwrap_or(0);
         }
+        self.total -= bytes;
+        self.pool.give_back(bytes);
     }
 
     #[cfg(test)]
@@ -134,7 +137,7 @@ mod tests {
         assert!(worker.try_hold(1, 60));
         assert!(worker.try_hold(2, 40));
         assert!(!worker.try_hold(3, 1), "the share is full");
-        worker.release(1);
+        worker.release([1]);
         assert_eq!(pool.used(), 40);
         assert!(worker.try_hold(3, 60));
         assert_eq!(pool.used(), 100);
@@ -167,9 +170,9 @@ mod tests {
         let pool = Arc::new(InFlightBytes::new(100));
         let mut worker = HeldBytes::new(pool.clone());
         assert!(worker.try_hold(1, 30));
-        worker.release(1);
-        worker.release(1);
-        worker.release(9);
+        worker.release([1]);
+        worker.release([1]);
+        worker.release([9]);
         assert_eq!(pool.used(), 0);
         assert_eq!(worker.total(), 0);
     }
@@ -186,7 +189,7 @@ mod tests {
         tokio::pin!(released);
         released.as_mut().enable();
         assert!(!waiter.try_hold(6, 5));
-        holder.release(1);
+        holder.release([1]);
         tokio::time::timeout(std::time::Duration::from_secs(1), released)
             .await
             .expect("woken by the release");

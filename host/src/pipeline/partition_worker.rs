@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::consumer_errors::ConsumerErrors;
-use super::counters::StageCounters;
+use super::counters::{Outcomes, StageCounters};
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen, Screened};
 use super::fault_injection::FaultInjection;
@@ -281,9 +281,7 @@ impl PartitionWorker {
                     }
                 }
                 Some(settled) = settle_waiting(self.dedup.as_mut(), &self.stop), if may_take && self.dedup.as_ref().is_some_and(DedupScreen::has_waiting) => {
-                    for (offset, timestamp_ms) in settled.already_done {
-                        self.finish(offset, timestamp_ms);
-                    }
+                    self.finish(settled.already_done);
                     if !settled.to_handle.is_empty() && self.handle(settled.to_handle).await.is_err() {
                         break;
                     }
@@ -331,9 +329,7 @@ impl PartitionWorker {
             return Ok(messages);
         };
         let screened = dedup.screen(messages, &self.stop).await.ok_or(Stopped)?;
-        for (offset, timestamp_ms) in screened.already_done {
-            self.finish(offset, timestamp_ms);
-        }
+        self.finish(screened.already_done);
         Ok(screened.to_handle)
     }
 
@@ -372,9 +368,11 @@ impl PartitionWorker {
             self.context.counters.failed_attempt(failure.kind);
             self.context.partitions.error(&message.topic, message.partition);
         }
-        let span = message_span(&message, plugin);
         match after_plugin_call(result, message.attempt, &self.context.retry) {
-            AfterCall::Produce(outputs) => self.produce_outputs(message, outputs, plugin).instrument(span).await?,
+            // No span here: nothing on this path logs, and a span per
+            // message (its fields formatted as it opens) was the largest
+            // per-record cost of the host after the plugin call.
+            AfterCall::Produce(outputs) => self.produce_outputs(message, outputs, plugin).await?,
             AfterCall::Filter => self.in_flight.push(Box::pin(std::future::ready(Delivered {
                 delivery: Delivery {
                     message,
@@ -385,11 +383,13 @@ impl PartitionWorker {
                 failed: Vec::new(),
             }))),
             AfterCall::DeadLetter(reason) => {
-                let delivery = self.dead_letter_delivery(message, reason, plugin);
+                let span = message_span(&message, plugin);
+                let delivery = span.in_scope(|| self.dead_letter_delivery(message, reason, plugin));
                 self.send_dead_letter(delivery).instrument(span).await?;
             }
             AfterCall::TryAgain { after, reason } => {
                 self.context.counters.retry();
+                let span = message_span(&message, plugin);
                 tracing::debug!(parent: &span, attempt = message.attempt, ?after, %reason, "retrying after backoff");
                 self.held_retry = Some(HeldRetry {
                     message,
@@ -517,15 +517,9 @@ impl PartitionWorker {
         }
         drop(records);
         self.in_flight.push(Box::pin(async move {
-            let outcome = AssertUnwindSafe(futures::future::join_all(pending))
-                .catch_unwind()
-                .await;
+            let outcome = AssertUnwindSafe(settle(pending)).catch_unwind().await;
             let failed = match outcome {
-                Ok(results) => results
-                    .into_iter()
-                    .filter_map(Result::err)
-                    .map(|failed| *failed)
-                    .collect(),
+                Ok(failed) => failed,
                 Err(panic) => vec![FailedDelivery::without_record(
                     DeliveryFailureKind::Permanent,
                     format!("the host panicked awaiting the delivery: {}", panic_message(&*panic)),
@@ -632,12 +626,17 @@ impl PartitionWorker {
             }
             None => Vec::new(),
         };
+        let mut outcomes = Outcomes::default();
+        let mut finished = Vec::with_capacity(acknowledged.len() + duplicates.len());
         for delivery in acknowledged {
             match delivery.carrying {
-                Carrying::Outputs(count) => self.context.counters.outputs(count),
-                Carrying::Nothing => self.context.counters.filtered(),
+                Carrying::Outputs(count) => {
+                    outcomes.with_outputs += 1;
+                    outcomes.outputs += count;
+                }
+                Carrying::Nothing => outcomes.filtered += 1,
                 Carrying::DeadLetter { .. } => {
-                    self.context.counters.dead_lettered();
+                    outcomes.dead_lettered += 1;
                     if self.blocked {
                         self.blocked = false;
                         self.context.health.partition_unblocked(&self.label);
@@ -645,19 +644,29 @@ impl PartitionWorker {
                     }
                 }
             }
-            self.finish(delivery.message.offset, delivery.message.timestamp_ms);
+            finished.push((delivery.message.offset, delivery.message.timestamp_ms));
         }
-        for (offset, timestamp_ms) in duplicates {
-            self.finish(offset, timestamp_ms);
-        }
+        self.context.counters.completed(outcomes);
+        finished.extend(duplicates);
+        self.finish(finished);
         Ok(())
     }
 
-    /// `timestamp_ms`: the input record's, for the end-to-end latency.
-    fn finish(&mut self, offset: i64, timestamp_ms: Option<i64>) {
-        self.context.counters.finished(since_timestamp(timestamp_ms));
-        self.intake.finished(offset);
-        self.tracker.finish(offset);
+    /// Messages at these offsets are finished: their bytes go back to the
+    /// in-flight share and the partition's committable offset moves on,
+    /// once for the lot. Each comes with its input record's timestamp, for
+    /// the end-to-end latency.
+    fn finish(&mut self, finished: Vec<(i64, Option<i64>)>) {
+        if finished.is_empty() {
+            return;
+        }
+        self.context
+            .counters
+            .finished(finished.iter().map(|(_, timestamp_ms)| *timestamp_ms));
+        self.intake.finished(finished.iter().map(|(offset, _)| *offset));
+        for (offset, _) in finished {
+            self.tracker.finish(offset);
+        }
         if let Some(committable) = self.tracker.committable() {
             self.shared.committable.store(committable, Ordering::Release);
         }
@@ -706,6 +715,21 @@ async fn settle_waiting(dedup: Option<&mut DedupScreen>, stop: &CancellationToke
     }
 }
 
+/// The records of `pending` that failed, once every one has settled. Most
+/// messages have one output: that one is awaited as it is.
+async fn settle(mut pending: Vec<PendingDelivery>) -> Vec<FailedDelivery> {
+    if pending.len() == 1 {
+        let only = pending.pop().expect("one pending delivery");
+        return only.await.err().map(|failed| vec![*failed]).unwrap_or_default();
+    }
+    futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|failed| *failed)
+        .collect()
+}
+
 /// Enqueue one record, waiting while the producer's queue is full, unless
 /// told to stop.
 async fn enqueue(
@@ -713,6 +737,15 @@ async fn enqueue(
     stop: &CancellationToken,
     record: &OutgoingRecord,
 ) -> Result<PendingDelivery, Stopped> {
+    if stop.is_cancelled() {
+        return Err(Stopped);
+    }
+    // The queue almost always has room: then the record is enqueued
+    // without setting up the race against the stop signal. Dropping the
+    // attempt when the queue is full loses nothing; the record is ours.
+    if let Some(pending) = producer.enqueue(record).now_or_never() {
+        return Ok(pending);
+    }
     tokio::select! {
         biased;
         _ = stop.cancelled() => Err(Stopped),
@@ -740,11 +773,6 @@ fn message_span(message: &Message, plugin: &Plugin) -> tracing::Span {
         offset = message.offset,
         plugin_version = %plugin.version()
     )
-}
-
-fn since_timestamp(timestamp_ms: Option<i64>) -> Option<Duration> {
-    let timestamp = UNIX_EPOCH + Duration::from_millis(u64::try_from(timestamp_ms?).ok()?);
-    SystemTime::now().duration_since(timestamp).ok()
 }
 
 fn into_message(record: ConsumedRecord) -> Message {

@@ -37,7 +37,7 @@ pub(crate) fn output_headers(
         .map(|header| (header.name, header.value))
         .collect();
     headers.push((PLUGIN_VERSION_HEADER.to_owned(), version.to_vec()));
-    headers.push((TRACEPARENT_HEADER.to_owned(), trace.to_string().into_bytes()));
+    headers.push((TRACEPARENT_HEADER.to_owned(), trace.to_header_value()));
     headers
 }
 
@@ -55,7 +55,7 @@ pub(crate) fn dead_letter_headers(
         .map(|header| (header.name.clone(), header.value.clone()))
         .collect();
     headers.extend(why.to_headers());
-    headers.push((TRACEPARENT_HEADER.to_owned(), trace.to_string().into_bytes()));
+    headers.push((TRACEPARENT_HEADER.to_owned(), trace.to_header_value()));
     headers
 }
 

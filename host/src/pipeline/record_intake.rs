@@ -122,9 +122,10 @@ impl RecordIntake {
         }
     }
 
-    /// The worker is done with `offset`: its bytes go back to the share.
-    pub(crate) fn finished(&mut self, offset: i64) {
-        self.held.release(offset);
+    /// The worker is done with these offsets: their bytes go back to the
+    /// share.
+    pub(crate) fn finished(&mut self, offsets: impl IntoIterator<Item = i64>) {
+        self.held.release(offsets);
     }
 
     fn take_waiting(&mut self, records: &mut Vec<ConsumedRecord>, max: usize) {
@@ -198,7 +199,7 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert_eq!(hand_over.waiting_bytes(), 0);
         assert_eq!(pool.used(), size);
-        intake.finished(5);
+        intake.finished([5]);
         assert_eq!(pool.used(), 0);
     }
 
@@ -223,8 +224,8 @@ mod tests {
         let over = tokio::time::timeout(Duration::from_millis(300), waiting.take(&mut second, 10)).await;
         assert!(over.is_err() && second.is_empty(), "over the share: it waits");
 
-        busy.finished(1);
-        busy.finished(2);
+        busy.finished([1]);
+        busy.finished([2]);
         tokio::time::timeout(Duration::from_secs(1), waiting.take(&mut second, 10))
             .await
             .expect("room again");

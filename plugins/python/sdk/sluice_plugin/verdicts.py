@@ -15,7 +15,7 @@ Verdict = types.Verdict
 
 def Success(outputs: Iterable[types.Output] = ()) -> Verdict:
     """Handled: produce these outputs, then commit. No outputs filters the message."""
-    return types.Verdict_Success(list(outputs))
+    return types.Verdict_Success(outputs if type(outputs) is list else list(outputs))
 
 
 def Filter() -> Verdict:
