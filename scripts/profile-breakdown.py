@@ -17,7 +17,9 @@ import sys
 
 # (part, pattern on a frame's symbol), innermost match wins.
 PARTS = [
-    ("plugin call (lowering, guest code, lifting)", re.compile(r"plugin_caller|PluginWorker|wasmtime|cranelift|call_in_order")),
+    # Guest code is compiled at run time: perf sees it as an address in the
+    # process's perf map and cannot unwind past it, so it is matched alone.
+    ("plugin call (lowering, guest code, lifting)", re.compile(r"plugin_caller|PluginWorker|wasmtime|cranelift|call_in_order|/perf-[0-9]+\.map")),
     ("producer: enqueue (librdkafka produce)", re.compile(r"SinkProducer|rd_kafka_produce|send_result")),
     ("output records: headers, traceparent", re.compile(r"output_headers|trace_for|TraceParent|produce_outputs|dead_letter_record")),
     ("intake: poll partition queue, record into message, memory budget", re.compile(r"into_message|RecordIntake|take_now|take_waiting|HeldBytes|InFlightBytes|ConsumedRecord|headers_from_raw|PartitionFeed")),
