@@ -75,30 +75,35 @@ impl TraceParent {
     pub fn span_id(&self) -> String {
         hex::encode(self.span_id)
     }
-}
-
-impl TraceParent {
-    /// Length of a version-00 header value: `00-` 32 hex `-` 16 hex `-` 2 hex.
-    const HEADER_LEN: usize = 55;
 
     /// The header value, written straight into its bytes: a stage writes
     /// one per output record, so no intermediate strings.
     pub fn to_header_value(&self) -> Vec<u8> {
-        let mut value = [0u8; Self::HEADER_LEN];
-        value[..3].copy_from_slice(b"00-");
-        hex::encode_to_slice(self.trace_id, &mut value[3..35]).expect("32 hex digits fit");
-        value[35] = b'-';
-        hex::encode_to_slice(self.span_id, &mut value[36..52]).expect("16 hex digits fit");
-        value[52] = b'-';
-        hex::encode_to_slice([self.flags], &mut value[53..]).expect("2 hex digits fit");
-        value.to_vec()
+        // `00-` 32 hex `-` 16 hex `-` 2 hex.
+        let mut value = Vec::with_capacity(55);
+        value.extend_from_slice(b"00-");
+        push_lower_hex(&mut value, &self.trace_id);
+        value.push(b'-');
+        push_lower_hex(&mut value, &self.span_id);
+        value.push(b'-');
+        push_lower_hex(&mut value, &[self.flags]);
+        value
     }
 }
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = self.to_header_value();
-        formatter.write_str(std::str::from_utf8(&value).expect("hex digits and dashes are ASCII"))
+        formatter.write_str(std::str::from_utf8(&value).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// Append `bytes` as lower-case hex, as the spec writes it.
+fn push_lower_hex(into: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        into.push(DIGITS[usize::from(byte >> 4)]);
+        into.push(DIGITS[usize::from(byte & 0x0f)]);
     }
 }
 
