@@ -14,6 +14,7 @@ mod cluster_inspector;
 mod cluster_report;
 mod consumer;
 mod delivery_error;
+mod delivery_report;
 mod embedded;
 mod member_assignment;
 mod partition_feed;
@@ -32,10 +33,11 @@ pub use cluster_report::{
 };
 pub use consumer::{ConsumerErrorKind, ConsumerStatistics, PartitionOffsets, RebalanceListener, SourceConsumer};
 pub use delivery_error::{DeliveryError, DeliveryFailureKind, FailedDelivery};
+pub use delivery_report::{DeliveryReport, DeliveryRoute, FatalCheck, PendingDelivery, RawFailure};
 pub use embedded::EmbeddedCluster;
 pub use member_assignment::{AssignedTopic, AssignmentError, decode_member_assignment};
 pub use partition_feed::PartitionFeed;
-pub use producer::{FatalCheck, PendingDelivery, SinkProducer};
+pub use producer::SinkProducer;
 pub use record::{
     ConsumedRecord, OutgoingRecord, RAW_HEADER_NAME_HEADER, RawHeader, TopicPartition, headers_from_raw, raw_headers,
 };

@@ -1,31 +1,29 @@
 //! The stage's producer: every record is either acknowledged by the broker
 //! or reported as failed; nothing is dropped silently.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::Message;
-use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::client::Client;
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::future_producer::FutureProducerContext;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use tokio::sync::oneshot;
 
-use super::delivery_error::{DeliveryError, DeliveryFailureKind, FailedDelivery};
+use super::delivery_error::{DeliveryError, FailedDelivery};
+use super::delivery_report::{DeliveryReporter, DeliveryRoute, FatalCheck, PendingDelivery, Ticket};
 use super::record::OutgoingRecord;
 
 /// Idempotent, `acks=all` producer.
 pub struct SinkProducer {
-    producer: FutureProducer,
+    producer: ThreadedProducer<DeliveryReporter>,
     fatal_check: FatalCheck,
 }
 
 impl SinkProducer {
     pub fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
-        let producer: FutureProducer = config.create()?;
+        let producer = ThreadedProducer::from_config_and_context(config, DeliveryReporter)?;
         let client = producer.clone();
         let fatal_check: FatalCheck = std::sync::Arc::new(move || {
             client
@@ -43,17 +41,66 @@ impl SinkProducer {
     /// The returned future resolves once the broker acknowledged the record,
     /// or the delivery failed for good, handing the record back.
     pub async fn enqueue(&self, record: &OutgoingRecord) -> PendingDelivery {
-        self.enqueue_to(record, None).await
+        self.enqueue_alone(record, None).await
     }
 
     /// [`SinkProducer::enqueue`] to one chosen partition, rather than the
     /// one the key hashes to: a replayed record goes back to the partition
     /// it was first read from, whatever partitioner its producer used.
     pub async fn enqueue_to_partition(&self, record: &OutgoingRecord, partition: i32) -> PendingDelivery {
-        self.enqueue_to(record, Some(partition)).await
+        self.enqueue_alone(record, Some(partition)).await
     }
 
-    async fn enqueue_to(&self, record: &OutgoingRecord, partition: Option<i32>) -> PendingDelivery {
+    /// Hand a record to librdkafka like [`SinkProducer::enqueue`], with its
+    /// answer reported on `route` under `token` instead of through a future
+    /// of its own. `Err` when librdkafka refused the record outright; then
+    /// nothing will be reported for it.
+    pub async fn enqueue_routed(
+        &self,
+        record: &OutgoingRecord,
+        route: &DeliveryRoute,
+        token: u64,
+    ) -> Result<(), Box<FailedDelivery>> {
+        let ticket = Ticket::Routed {
+            route: route.clone(),
+            token,
+        };
+        self.send(record, None, ticket).await.map_err(|error| {
+            Box::new(FailedDelivery {
+                error: DeliveryError::from_kafka(&error, self.fatal_error()),
+                record: record.clone(),
+            })
+        })
+    }
+
+    /// A route for [`SinkProducer::enqueue_routed`] and the receiver its
+    /// reports arrive on.
+    pub fn route(
+        &self,
+    ) -> (
+        DeliveryRoute,
+        tokio::sync::mpsc::UnboundedReceiver<super::DeliveryReport>,
+    ) {
+        DeliveryRoute::new(self.fatal_check.clone())
+    }
+
+    async fn enqueue_alone(&self, record: &OutgoingRecord, partition: Option<i32>) -> PendingDelivery {
+        let (sender, answer) = oneshot::channel();
+        match self.send(record, partition, Ticket::Alone(sender)).await {
+            Ok(()) => PendingDelivery::Waiting {
+                answer,
+                fatal: self.fatal_check.clone(),
+            },
+            Err(error) => PendingDelivery::Failed(Some(Box::new(FailedDelivery {
+                error: DeliveryError::from_kafka(&error, self.fatal_error()),
+                record: record.clone(),
+            }))),
+        }
+    }
+
+    /// Enqueue `record` with its ticket, waiting while the local queue is
+    /// full. `Err` when librdkafka refuses it for any other reason.
+    async fn send(&self, record: &OutgoingRecord, partition: Option<i32>, ticket: Ticket) -> Result<(), KafkaError> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
         for (name, value) in &record.headers {
             headers = headers.insert(Header {
@@ -61,34 +108,25 @@ impl SinkProducer {
                 value: Some(value.as_slice()),
             });
         }
-        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
+        let mut base_record: BaseRecord<'_, [u8], [u8], Box<Ticket>> =
+            BaseRecord::with_opaque_to(&record.topic, Box::new(ticket)).headers(headers);
         if let Some(key) = &record.key {
-            future_record = future_record.key(key.as_slice());
+            base_record = base_record.key(key.as_slice());
         }
         if let Some(value) = &record.value {
-            future_record = future_record.payload(value.as_slice());
+            base_record = base_record.payload(value.as_slice());
         }
         if let Some(partition) = partition {
-            future_record = future_record.partition(partition);
+            base_record = base_record.partition(partition);
         }
         loop {
-            match self.producer.send_result(future_record) {
-                Ok(delivery) => {
-                    return PendingDelivery::Waiting {
-                        delivery,
-                        fatal: self.fatal_check.clone(),
-                    };
-                }
+            match self.producer.send(base_record) {
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    future_record = returned;
+                    base_record = returned;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                Err((error, _)) => {
-                    return PendingDelivery::Failed(Some(Box::new(FailedDelivery {
-                        error: DeliveryError::from_kafka(&error, self.fatal_error()),
-                        record: record.clone(),
-                    })));
-                }
+                Err((error, _)) => return Err(error),
             }
         }
     }
@@ -123,70 +161,7 @@ impl SinkProducer {
     }
 
     /// The underlying client, for metadata requests.
-    pub fn client(&self) -> &Client<FutureProducerContext<DefaultClientContext>> {
+    pub fn client(&self) -> &Client<impl rdkafka::producer::ProducerContext> {
         self.producer.client()
-    }
-}
-
-/// The outcome of one enqueued record.
-pub enum PendingDelivery {
-    Waiting {
-        delivery: DeliveryFuture,
-        /// Whether librdkafka has given up on the producer, read when a
-        /// failure arrives.
-        fatal: FatalCheck,
-    },
-    Failed(Option<Box<FailedDelivery>>),
-}
-
-/// Reads the producer's fatal state when a delivery fails, so a failure
-/// caused by a fatal error is reported as one.
-pub type FatalCheck = std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>;
-
-impl Future for PendingDelivery {
-    type Output = Result<(), Box<FailedDelivery>>;
-
-    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            PendingDelivery::Failed(failed) => Poll::Ready(Err(failed.take().unwrap_or_else(|| {
-                Box::new(FailedDelivery::without_record(
-                    DeliveryFailureKind::Transient,
-                    "delivery polled after completion",
-                ))
-            }))),
-            PendingDelivery::Waiting { delivery, fatal } => {
-                Pin::new(delivery).poll(context).map(|outcome| match outcome {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, message))) => Err(Box::new(FailedDelivery {
-                        error: DeliveryError::from_kafka(&error, fatal()),
-                        record: returned_record(&message),
-                    })),
-                    Err(_) => Err(Box::new(FailedDelivery::without_record(
-                        DeliveryFailureKind::Transient,
-                        "the producer shut down before the broker answered",
-                    ))),
-                })
-            }
-        }
-    }
-}
-
-/// The record librdkafka hands back with a failed delivery. Its header
-/// names were written by this process from Rust strings, so reading them
-/// back as UTF-8 cannot fail.
-fn returned_record(message: &OwnedMessage) -> OutgoingRecord {
-    OutgoingRecord {
-        topic: message.topic().to_owned(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers: message
-            .headers()
-            .map(|headers| {
-                (0..headers.count())
-                    .filter_map(|index| headers.try_get(index))
-                    .map(|header| (header.key.to_owned(), header.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default(),
     }
 }

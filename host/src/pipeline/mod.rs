@@ -19,6 +19,7 @@ mod consumer_loop;
 mod counters;
 mod dead_letter;
 mod dedup_screen;
+mod deliveries_in_flight;
 mod fault_injection;
 mod in_flight_bytes;
 mod instance_pool;

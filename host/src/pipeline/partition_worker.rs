@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -29,6 +27,7 @@ use super::consumer_errors::ConsumerErrors;
 use super::counters::{Outcomes, StageCounters};
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen, Screened};
+use super::deliveries_in_flight::{DeliveriesInFlight, Settled};
 use super::fault_injection::FaultInjection;
 use super::instance_pool::InstancePool;
 use super::memory_budget::MemoryUse;
@@ -41,10 +40,7 @@ use super::record_headers::{dead_letter_record, output_headers, trace_for};
 use super::record_intake::{HandOver, RecordIntake};
 use super::retry_policy::RetryPolicy;
 use super::supervision::{StageFault, panic_message};
-use crate::kafka::{
-    ConsumedRecord, DeliveryFailureKind, FailedDelivery, OutgoingRecord, PartitionFeed, PendingDelivery, SinkProducer,
-    TopicPartition,
-};
+use crate::kafka::{ConsumedRecord, DeliveryFailureKind, OutgoingRecord, PartitionFeed, SinkProducer, TopicPartition};
 use crate::observe::{Health, LogThrottle, PartitionBoard, TraceParent};
 use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginSlot};
 
@@ -152,7 +148,7 @@ pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> 
         intake,
         backlog: VecDeque::new(),
         tracker: OffsetTracker::new(),
-        in_flight: FuturesUnordered::new(),
+        in_flight: DeliveriesInFlight::new(context.producer.clone()),
         held_retry: None,
         redeliveries: Vec::new(),
         blocked: false,
@@ -205,10 +201,7 @@ enum Carrying {
 }
 
 /// A delivery whose records are acknowledged, or some failed.
-struct Delivered {
-    delivery: Delivery,
-    failed: Vec<FailedDelivery>,
-}
+type Delivered = Settled<Delivery>;
 
 /// A message waiting out its backoff before the plugin sees it again.
 struct HeldRetry {
@@ -236,7 +229,7 @@ struct PartitionWorker {
     backlog: VecDeque<Message>,
     tracker: OffsetTracker,
     dedup: Option<DedupScreen>,
-    in_flight: FuturesUnordered<BoxFuture<'static, Delivered>>,
+    in_flight: DeliveriesInFlight<Delivery>,
     held_retry: Option<HeldRetry>,
     redeliveries: Vec<Redelivery>,
     /// The partition's dead letters cannot be written: health says so.
@@ -266,11 +259,7 @@ impl PartitionWorker {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
-                Some(delivered) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    let mut ready = vec![delivered];
-                    while let Some(Some(delivered)) = self.in_flight.next().now_or_never() {
-                        ready.push(delivered);
-                    }
+                ready = self.in_flight.next_settled(), if !self.in_flight.is_empty() => {
                     if self.on_delivered(ready).await.is_err() {
                         break;
                     }
@@ -373,15 +362,12 @@ impl PartitionWorker {
             // binary's log subscriber a span formats its fields as it opens,
             // once per message for nothing.
             AfterCall::Produce(outputs) => self.produce_outputs(message, outputs, plugin).await?,
-            AfterCall::Filter => self.in_flight.push(Box::pin(std::future::ready(Delivered {
-                delivery: Delivery {
-                    message,
-                    plugin: plugin.clone(),
-                    carrying: Carrying::Nothing,
-                    failures: 0,
-                },
-                failed: Vec::new(),
-            }))),
+            AfterCall::Filter => self.in_flight.settle_now(Delivery {
+                message,
+                plugin: plugin.clone(),
+                carrying: Carrying::Nothing,
+                failures: 0,
+            }),
             AfterCall::DeadLetter(reason) => {
                 let span = message_span(&message, plugin);
                 let delivery = span.in_scope(|| self.dead_letter_delivery(message, reason, plugin));
@@ -511,23 +497,7 @@ impl PartitionWorker {
     /// Hand `records` to the producer and track their acknowledgement as
     /// one in-flight delivery.
     async fn send(&mut self, delivery: Delivery, records: Vec<OutgoingRecord>) -> Result<(), Stopped> {
-        let mut pending = Vec::with_capacity(records.len());
-        for record in &records {
-            pending.push(enqueue(&self.context.producer, &self.stop, record).await?);
-        }
-        drop(records);
-        self.in_flight.push(Box::pin(async move {
-            let outcome = AssertUnwindSafe(settle(pending)).catch_unwind().await;
-            let failed = match outcome {
-                Ok(failed) => failed,
-                Err(panic) => vec![FailedDelivery::without_record(
-                    DeliveryFailureKind::Permanent,
-                    format!("the host panicked awaiting the delivery: {}", panic_message(&*panic)),
-                )],
-            };
-            Delivered { delivery, failed }
-        }));
-        Ok(())
+        self.in_flight.send(delivery, &records, &self.stop).await.ok_or(Stopped)
     }
 
     /// Deliveries that came back: the acknowledged ones finish their
@@ -536,7 +506,7 @@ impl PartitionWorker {
     async fn on_delivered(&mut self, ready: Vec<Delivered>) -> Result<(), Stopped> {
         let (acknowledged, failed): (Vec<Delivered>, Vec<Delivered>) =
             ready.into_iter().partition(|delivered| delivered.failed.is_empty());
-        self.complete(acknowledged.into_iter().map(|delivered| delivered.delivery).collect())
+        self.complete(acknowledged.into_iter().map(|delivered| delivered.item).collect())
             .await?;
         for delivered in failed {
             self.on_failed_delivery(delivered).await?;
@@ -545,7 +515,10 @@ impl PartitionWorker {
     }
 
     async fn on_failed_delivery(&mut self, delivered: Delivered) -> Result<(), Stopped> {
-        let Delivered { mut delivery, failed } = delivered;
+        let Settled {
+            item: mut delivery,
+            failed,
+        } = delivered;
         delivery.failures = delivery.failures.saturating_add(1);
         let worst = failed
             .iter()
@@ -680,12 +653,17 @@ impl PartitionWorker {
         let deadline = Instant::now() + self.context.drain_timeout;
         let mut acknowledged = Vec::new();
         while !self.in_flight.is_empty() {
-            match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
-                Ok(Some(delivered)) if delivered.failed.is_empty() => acknowledged.push(delivered.delivery),
-                Ok(Some(delivered)) => {
-                    tracing::warn!(partition = %self.label, offset = delivered.delivery.message.offset, error = %delivered.failed[0].error, "delivery failed while stopping; the message stays uncommitted");
+            match tokio::time::timeout_at(deadline, self.in_flight.next_settled()).await {
+                Ok(ready) => {
+                    for delivered in ready {
+                        match delivered.failed.first() {
+                            None => acknowledged.push(delivered.item),
+                            Some(failed) => {
+                                tracing::warn!(partition = %self.label, offset = delivered.item.message.offset, error = %failed.error, "delivery failed while stopping; the message stays uncommitted");
+                            }
+                        }
+                    }
                 }
-                Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(partition = %self.label, abandoned = self.in_flight.len(), "stopping before every acknowledgement arrived; those messages stay uncommitted");
                     break;
@@ -712,45 +690,6 @@ async fn settle_waiting(dedup: Option<&mut DedupScreen>, stop: &CancellationToke
     match dedup {
         Some(dedup) => dedup.settle_waiting(stop).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The records of `pending` that failed, once every one has settled. Most
-/// messages have one output: that one is awaited as it is.
-async fn settle(mut pending: Vec<PendingDelivery>) -> Vec<FailedDelivery> {
-    if pending.len() == 1
-        && let Some(only) = pending.pop()
-    {
-        return only.await.err().map(|failed| vec![*failed]).unwrap_or_default();
-    }
-    futures::future::join_all(pending)
-        .await
-        .into_iter()
-        .filter_map(Result::err)
-        .map(|failed| *failed)
-        .collect()
-}
-
-/// Enqueue one record, waiting while the producer's queue is full, unless
-/// told to stop.
-async fn enqueue(
-    producer: &SinkProducer,
-    stop: &CancellationToken,
-    record: &OutgoingRecord,
-) -> Result<PendingDelivery, Stopped> {
-    if stop.is_cancelled() {
-        return Err(Stopped);
-    }
-    // The queue almost always has room: then the record is enqueued
-    // without setting up the race against the stop signal. Dropping the
-    // attempt when the queue is full loses nothing; the record is ours.
-    if let Some(pending) = producer.enqueue(record).now_or_never() {
-        return Ok(pending);
-    }
-    tokio::select! {
-        biased;
-        _ = stop.cancelled() => Err(Stopped),
-        pending = producer.enqueue(record) => Ok(pending),
     }
 }
 
