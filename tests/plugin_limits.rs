@@ -160,6 +160,7 @@ fn slow_plugin(test: &TestRuntime, ms_per_message: u64, batch_deadline_cap_ms: u
             ..PluginLimits::default()
         },
         config: [("ms-per-message".to_owned(), ms_per_message.to_string())].into(),
+        ..PluginSettings::default()
     };
     test.runtime
         .load_file(&rust_plugin("slow-per-message"), settings)

@@ -173,10 +173,7 @@ fn run_in_process(brokers: &str, group: &str, setup: Setup) -> StageSummary {
     let file = StageFile::new(&stage_toml(brokers, group, setup, ""));
     let config = sluice::config::load(&file.path).expect("stage file");
     let runtime = PluginRuntime::new(Some(&shared_plugin_cache())).expect("plugin runtime");
-    let settings = PluginSettings {
-        limits: config.plugin.limits,
-        config: config.plugin.config.clone(),
-    };
+    let settings = PluginSettings::of_stage(&config.plugin);
     let plugin = runtime.load_file(&config.plugin.path, settings).expect("plugin");
     let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
     let stage = Stage::new(config, slot, brokers.to_owned()).expect("stage");

@@ -5,6 +5,7 @@
 //! concern, one module each; `plugin` is the Wasm side and knows nothing of
 //! Kafka.
 
+pub mod capability;
 pub mod cli;
 pub mod config;
 pub mod dedup;

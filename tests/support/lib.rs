@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod http;
 pub mod kafka;
+pub mod lookup_service;
 pub mod process;
 pub mod redis;
 pub mod stage;

@@ -136,13 +136,7 @@ impl StageFile {
         let config = sluice::config::load(&self.path).expect("stage file");
         let plugin_runtime = PluginRuntime::new(Some(&self.cache_dir)).expect("plugin runtime");
         let plugin = plugin_runtime
-            .load_file(
-                &config.plugin.path,
-                PluginSettings {
-                    limits: config.plugin.limits,
-                    config: config.plugin.config.clone(),
-                },
-            )
+            .load_file(&config.plugin.path, PluginSettings::of_stage(&config.plugin))
             .expect("plugin");
         let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
         let stage = Stage::new(config, slot, bootstrap_servers.to_owned()).expect("stage");

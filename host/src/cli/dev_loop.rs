@@ -72,10 +72,7 @@ pub(crate) fn run(cache_dir: Option<PathBuf>, args: DevArgs) -> anyhow::Result<E
     config.plugin.path = first.path.clone();
     config.plugin.reload.watch = true;
     let seed = config.embedded.seed.take();
-    let settings = PluginSettings {
-        limits: config.plugin.limits,
-        config: config.plugin.config.clone(),
-    };
+    let settings = PluginSettings::of_stage(&config.plugin);
     let plugin = runtime_plugins.load_file(&config.plugin.path, settings.clone())?;
     let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
     let _watcher = PluginWatcher::start(runtime_plugins.clone(), &config.plugin.path, settings, slot.clone())?;

@@ -29,10 +29,7 @@ pub(crate) fn run(cache_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<E
     let cache_dir = config.plugin.cache_dir.clone().or(cache_dir);
     // Keep the runtime alive while the stage runs: it drives call deadlines.
     let plugin_runtime = Arc::new(PluginRuntime::new(cache_dir.as_deref())?);
-    let plugin_settings = PluginSettings {
-        limits: config.plugin.limits,
-        config: config.plugin.config.clone(),
-    };
+    let plugin_settings = PluginSettings::of_stage(&config.plugin);
     let plugin = plugin_runtime.load_file(&config.plugin.path, plugin_settings.clone())?;
     tracing::info!(plugin = plugin.name(), version = %plugin.version(), cached = plugin.loaded_from_cache(), "plugin loaded");
     let plugin_slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));

@@ -70,6 +70,7 @@ pub(crate) fn run(runtime: &PluginRuntime, args: TestArgs) -> anyhow::Result<Exi
             ..PluginLimits::default()
         },
         config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+        ..PluginSettings::default()
     };
     let plugin = runtime.load_file(&args.plugin, settings)?;
     let input: Box<dyn BufRead> = if args.input.as_os_str() == "-" {

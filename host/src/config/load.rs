@@ -64,11 +64,33 @@ pub fn load(path: &Path) -> Result<StageConfig, ConfigError> {
     if let Some(cache_dir) = &mut config.plugin.cache_dir {
         *cache_dir = base.join(&*cache_dir);
     }
+    if let Some(ca_file) = config
+        .plugin
+        .capabilities
+        .http
+        .as_mut()
+        .and_then(|http| http.ca_file.as_mut())
+    {
+        *ca_file = base.join(&*ca_file);
+    }
+    for secret in config.plugin.capabilities.secrets.values_mut() {
+        if let Some(file) = &mut secret.file {
+            *file = base.join(&*file);
+        }
+    }
     validate(&config).map_err(|(key, reason)| ConfigError::BadValue {
         path: path.to_owned(),
         key,
         reason,
     })?;
+    config
+        .plugin
+        .capabilities
+        .validate(config.plugin.limits.deadline_ms)
+        .map_err(|error| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: format!("`{}` {}", error.key, error.reason),
+        })?;
     Ok(config)
 }
 
@@ -495,7 +517,7 @@ mod tests {
 
     /// Every numeric key of a stage file. Each must have its bounds
     /// documented in the example and enforced by the loader.
-    const NUMERIC_KEYS: [&str; 33] = [
+    const NUMERIC_KEYS: [&str; 36] = [
         "stage.batch_size",
         "stage.concurrency",
         "stage.max_in_flight_per_partition",
@@ -508,6 +530,9 @@ mod tests {
         "plugin.reload.debounce_ms",
         "plugin.reload.trial_calls",
         "plugin.reload.rollback_failure_rate",
+        "plugin.capabilities.http.timeout_ms",
+        "plugin.capabilities.http.max_response_bytes",
+        "plugin.capabilities.http.max_concurrent_requests",
         "kafka.create_topics.partitions",
         "kafka.create_topics.replication_factor",
         "kafka.recovery.recreate_after_errors",
@@ -629,6 +654,14 @@ mod tests {
         }
         if key.starts_with("kafka.create_topics.") {
             doc.set("kafka.create_topics.partitions", "1");
+        }
+        if key.starts_with("plugin.capabilities.http.") {
+            doc.set(
+                "plugin.capabilities.http.allowed_origins",
+                "\"https://api.example.com\"",
+            );
+            // A request's timeout is bounded by the call's deadline.
+            doc.set("plugin.limits.deadline_ms", "600000");
         }
         if key.starts_with("embedded.") {
             doc.set("kafka.brokers", "\"embedded\"");

@@ -9,6 +9,7 @@ mod stage;
 
 pub use load::{ConfigError, load};
 pub use profile::ConsumerProfile;
+pub(crate) use stage::string_or_list;
 pub use stage::{
     ConsumerRecoverySection, CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection, KafkaSection, ObserveSection,
     OnStoreError, PluginSection, RetrySection, StageConfig, StageSection, StartupSection,

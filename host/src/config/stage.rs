@@ -130,6 +130,9 @@ pub struct PluginSection {
     /// Hot reload of new versions of the plugin file, and their rollback.
     #[serde(default)]
     pub reload: ReloadSettings,
+    /// What the plugin may reach beyond its memory; nothing by default.
+    #[serde(default)]
+    pub capabilities: crate::capability::CapabilityGrants,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -394,7 +397,7 @@ fn scalar_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<Str
 }
 
 /// A list, or one comma-separated string (handy in environment variables).
-fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

@@ -47,6 +47,12 @@ pub const CONSUMER_RECREATIONS: &str = "sluice_consumer_recreations_total";
 /// Bytes of records taken and not yet finished, across partitions: the
 /// in-flight share of `stage.memory_budget_mib` in use.
 pub const IN_FLIGHT_BYTES: &str = "sluice_in_flight_bytes";
+/// Plugin HTTP requests, by the granted origin pattern they matched
+/// (`denied` when none) and outcome: `2xx`..`5xx`, `denied`, `limited`,
+/// `refused` (an internal address), `timeout`, `too_large`, `error`.
+pub const PLUGIN_HTTP_REQUESTS: &str = "sluice_plugin_http_requests_total";
+/// Plugin HTTP requests from the plugin's call to the response head.
+pub const PLUGIN_HTTP_SECONDS: &str = "sluice_plugin_http_request_seconds";
 /// Partition workers that ended without being told to (a panic).
 pub const WORKER_FAILURES: &str = "sluice_worker_failures_total";
 
@@ -65,7 +71,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 }
 
 fn install() -> Option<PrometheusHandle> {
-    let builder = [PLUGIN_CALL_SECONDS, END_TO_END_SECONDS]
+    let builder = [PLUGIN_CALL_SECONDS, END_TO_END_SECONDS, PLUGIN_HTTP_SECONDS]
         .into_iter()
         .try_fold(PrometheusBuilder::new(), |builder, name| {
             builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), &LATENCY_BUCKETS)
@@ -112,6 +118,15 @@ fn describe() {
     describe_counter!(OUTPUT_RECORDS, "Output records acknowledged by the broker");
     describe_counter!(RETRIES, "Times a message was tried again");
     describe_counter!(FAILED_ATTEMPTS, "Plugin calls that failed, by kind");
+    describe_counter!(
+        PLUGIN_HTTP_REQUESTS,
+        "HTTP requests plugins made, by granted origin and outcome"
+    );
+    describe_histogram!(
+        PLUGIN_HTTP_SECONDS,
+        Unit::Seconds,
+        "Plugin HTTP requests: from the call to the response head"
+    );
     describe_counter!(
         BATCH_FALLBACKS,
         "Batch plugin calls that failed, their messages then handled one by one, by kind"

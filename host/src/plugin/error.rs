@@ -29,6 +29,18 @@ pub enum LoadError {
         world: &'static str,
         reason: String,
     },
+    #[error(
+        "{path}: imports `{import}` ({capability}), which this stage does not grant: \
+         add [{key}] to the stage file to allow it"
+    )]
+    NotGranted {
+        path: PathBuf,
+        import: String,
+        capability: String,
+        key: &'static str,
+    },
+    #[error("{path}: cannot set up its grant: `{key}` {reason}")]
+    Grant { path: PathBuf, key: String, reason: String },
     #[error("{path}: needs imports sluice does not provide: {reason}")]
     UnsatisfiedImports { path: PathBuf, reason: String },
     #[error("cannot set up the WebAssembly engine: {0}")]

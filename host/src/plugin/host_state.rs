@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::capability::{HttpGrant, OutboundHttp};
 
 use super::contract::sluice::plugin::{config, logging, types};
 use super::guest_output::{GuestOutput, GuestStream};
@@ -18,12 +21,18 @@ pub(crate) struct PluginIdentity {
     pub(crate) name: Arc<str>,
     pub(crate) version: Arc<str>,
     pub(crate) config: BTreeMap<String, String>,
+    /// The stage's HTTP grant with its secrets, when it grants HTTP.
+    pub(crate) http: Option<Arc<HttpGrant>>,
 }
 
 /// Store data of one plugin instance.
 pub(crate) struct WorkerState {
     wasi: WasiCtx,
+    /// Shared by WASI and `wasi:http`: their resources refer to each other.
     table: ResourceTable,
+    http: WasiHttpCtx,
+    /// Applies the stage's grant to every request the plugin makes.
+    outbound: OutboundHttp,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) stderr: GuestOutput,
     stdout: GuestOutput,
@@ -31,9 +40,10 @@ pub(crate) struct WorkerState {
 }
 
 impl WorkerState {
-    /// A sandbox with nothing granted: no preopened directories, no
-    /// environment variables or arguments, no sockets or name lookups. Only
-    /// clocks, randomness and the log-forwarding stdout/stderr remain.
+    /// A sandbox with nothing granted but what the stage grants: no
+    /// preopened directories, no environment variables or arguments, no
+    /// sockets or name lookups; clocks, randomness, the log-forwarding
+    /// stdout/stderr, and HTTP requests only as the stage's grant allows.
     pub(crate) fn new(identity: Arc<PluginIdentity>, memory_cap_bytes: usize) -> Self {
         let stdout = GuestOutput::new(GuestStream::Stdout, identity.name.clone());
         let stderr = GuestOutput::new(GuestStream::Stderr, identity.name.clone());
@@ -47,6 +57,8 @@ impl WorkerState {
         WorkerState {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outbound: OutboundHttp::new(identity.http.clone(), identity.name.clone()),
             limiter: MemoryLimiter::new(memory_cap_bytes),
             stdout,
             stderr,
@@ -73,6 +85,16 @@ impl WasiView for WorkerState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for WorkerState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.outbound,
+            table: &mut self.table,
+            ctx: &mut self.http,
         }
     }
 }

@@ -20,6 +20,7 @@ use super::host_state::{PluginIdentity, WorkerState};
 use super::inspect::{self, WasmKind};
 use super::limits::PluginLimits;
 use super::plugin::{Plugin, PluginVersion};
+use crate::capability::{self, CapabilityGrants};
 
 /// How often the engine's epoch advances. Deadlines are rounded up to whole
 /// ticks, so a call may overrun its deadline by at most this much.
@@ -31,6 +32,23 @@ pub struct PluginSettings {
     pub limits: PluginLimits,
     /// The plugin's own settings, readable through the `config` import.
     pub config: BTreeMap<String, String>,
+    /// What the stage lets it reach (`[plugin.capabilities]`), enforced:
+    /// a plugin importing a capability not granted here is refused. `None`
+    /// loads it outside any stage (`sluice check`, `sluice build`, `sluice
+    /// test`): its imports are reported, not refused, and every request it
+    /// makes is denied.
+    pub capabilities: Option<CapabilityGrants>,
+}
+
+impl PluginSettings {
+    /// The settings a stage file gives its plugin.
+    pub fn of_stage(section: &crate::config::PluginSection) -> Self {
+        PluginSettings {
+            limits: section.limits,
+            config: section.config.clone(),
+            capabilities: Some(section.capabilities.clone()),
+        }
+    }
 }
 
 /// Owns the process's Wasmtime engine, the linker with the host's imports,
@@ -59,6 +77,10 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|error| LoadError::Engine(error.to_string()))?;
+        // Linked for every plugin; a plugin that imports it must be granted
+        // it (checked at load), and the hooks deny all without a grant.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|error| LoadError::Engine(error.to_string()))?;
         MessageHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|error| LoadError::Engine(error.to_string()))?;
 
@@ -164,11 +186,32 @@ impl PluginRuntime {
             reason: error.to_string(),
         })?;
 
+        let imports = inspect::import_names(&self.engine, &component);
+        let in_a_stage = settings.capabilities.is_some();
+        let grants = settings.capabilities.unwrap_or_default();
+        if in_a_stage && let Some((capability, import)) = capability::ungranted(&imports, &grants) {
+            return Err(LoadError::NotGranted {
+                path,
+                import,
+                capability: capability.to_string(),
+                key: capability.stage_key(),
+            });
+        }
+        let http = grants
+            .resolve_http(settings.limits.deadline_ms)
+            .map_err(|error| LoadError::Grant {
+                path: path.clone(),
+                key: error.key,
+                reason: error.reason,
+            })?
+            .map(Arc::new);
+
         let version = PluginVersion::from_hex(content_hash);
         let identity = Arc::new(PluginIdentity {
             name: name.into(),
             version: version.to_string().into(),
             config: settings.config,
+            http,
         });
         Ok(Plugin::new(
             identity,
@@ -176,7 +219,7 @@ impl PluginRuntime {
             settings.limits,
             pre,
             exports,
-            inspect::import_names(&self.engine, &component),
+            imports,
             from_cache,
         ))
     }

@@ -1,0 +1,190 @@
+//! Plugins that call out: a stage's `[plugin.capabilities.http]` grant is
+//! what a plugin can reach, and nothing else. Each test runs the
+//! `http-lookup` example against a real HTTP(S) service on loopback.
+
+use std::time::{Duration, Instant};
+
+use sluice::capability::CapabilityGrants;
+use sluice::plugin::{Plugin, PluginLimits, PluginSettings, Verdict};
+use sluice_tests::lookup_service::LookupService;
+use sluice_tests::{TestRuntime, rust_plugin, text_message, tls};
+
+/// Load `http-lookup` calling `lookup_url`, as a stage with this
+/// `[plugin.capabilities]` table (TOML) would.
+fn load(test: &TestRuntime, lookup_url: &str, capabilities: &str) -> Result<Plugin, String> {
+    let grants: CapabilityGrants = toml::from_str(capabilities).expect("capabilities TOML");
+    let settings = PluginSettings {
+        limits: PluginLimits {
+            deadline_ms: 5_000,
+            ..PluginLimits::default()
+        },
+        config: [("lookup-url".to_owned(), lookup_url.to_owned())].into(),
+        capabilities: Some(grants),
+    };
+    test.runtime
+        .load_file(&rust_plugin("http-lookup"), settings)
+        .map_err(|error| error.to_string())
+}
+
+fn granted(service: &LookupService) -> String {
+    format!(
+        "[http]\nallowed_origins = [\"{}\"]\nallowed_addresses = [\"127.0.0.1\"]\n",
+        service.origin()
+    )
+}
+
+fn lookup(plugin: &Plugin, value: &str) -> Verdict {
+    plugin
+        .worker()
+        .handle(&text_message(0, value))
+        .expect("the call itself succeeds")
+}
+
+fn dead_letter_reason(verdict: Verdict) -> String {
+    match verdict {
+        Verdict::DeadLetter(reason) => reason,
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_plugin_that_imports_http_is_refused_by_a_stage_that_does_not_grant_it() {
+    let test = TestRuntime::new();
+    let error = load(&test, "http://127.0.0.1:1/lookup", "").expect_err("not granted");
+    assert!(error.contains("imports `wasi:http/outgoing-handler@"), "{error}");
+    assert!(error.contains("add [plugin.capabilities.http]"), "{error}");
+}
+
+#[test]
+fn a_granted_request_reaches_the_service_and_its_answer_is_the_output() {
+    let test = TestRuntime::new();
+    let service = LookupService::start();
+    let plugin = load(&test, &service.lookup_url(), &granted(&service)).expect("granted");
+
+    let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
+        panic!("expected success");
+    };
+    assert_eq!(outputs[0].value.as_deref(), Some(&b"looked-up:hello"[..]));
+    let requests = service.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "POST");
+    assert_eq!(requests[0].path, "/lookup");
+    assert_eq!(requests[0].body, b"hello");
+    assert_eq!(requests[0].header("host"), Some(service.address.to_string().as_str()));
+}
+
+#[test]
+fn the_service_answer_drives_the_verdict() {
+    let test = TestRuntime::new();
+    let service = LookupService::start();
+    let plugin = load(&test, &service.lookup_url(), &granted(&service)).expect("granted");
+
+    assert!(matches!(lookup(&plugin, "status:503"), Verdict::Retry(_)));
+    assert_eq!(
+        dead_letter_reason(lookup(&plugin, "status:404")),
+        "lookup answered 404 Not Found"
+    );
+}
+
+#[test]
+fn a_loopback_address_is_refused_unless_granted_and_nothing_is_sent() {
+    let test = TestRuntime::new();
+    let service = LookupService::start();
+    let grant = format!("[http]\nallowed_origins = [\"{}\"]\n", service.origin());
+    let plugin = load(&test, &service.lookup_url(), &grant).expect("granted origin");
+
+    let reason = dead_letter_reason(lookup(&plugin, "hello"));
+    assert!(reason.contains("DestinationIpProhibited"), "{reason}");
+    assert!(service.requests().is_empty());
+}
+
+#[test]
+fn an_origin_or_method_outside_the_grant_is_denied_inside_the_plugin() {
+    let test = TestRuntime::new();
+    let service = LookupService::start();
+    let other_port = format!(
+        "[http]\nallowed_origins = [\"http://127.0.0.1:{}\"]\nallowed_addresses = [\"127.0.0.1\"]\n",
+        service.address.port() + 1
+    );
+    let plugin = load(&test, &service.lookup_url(), &other_port).expect("granted");
+    assert!(dead_letter_reason(lookup(&plugin, "hello")).contains("HttpRequestDenied"));
+
+    let get_only = format!("{}allowed_methods = [\"GET\"]\n", granted(&service));
+    let plugin = load(&test, &service.lookup_url(), &get_only).expect("granted");
+    assert!(dead_letter_reason(lookup(&plugin, "hello")).contains("HttpRequestDenied"));
+    assert!(service.requests().is_empty());
+}
+
+#[test]
+fn a_response_over_the_cap_is_refused() {
+    let test = TestRuntime::new();
+    let service = LookupService::start();
+    let capped = format!("{}max_response_bytes = 1000\n", granted(&service));
+    let plugin = load(&test, &service.lookup_url(), &capped).expect("granted");
+
+    assert!(dead_letter_reason(lookup(&plugin, "big")).contains("HttpResponseBodySize"));
+    assert!(
+        matches!(lookup(&plugin, "small"), Verdict::Success(_)),
+        "the instance still works"
+    );
+}
+
+#[test]
+fn a_slow_service_times_out_at_the_granted_timeout() {
+    let test = TestRuntime::new();
+    let service = LookupService::start();
+    let short = format!("{}timeout_ms = 300\n", granted(&service));
+    let plugin = load(&test, &service.lookup_url(), &short).expect("granted");
+
+    let started = Instant::now();
+    let verdict = lookup(&plugin, "slow");
+    let took = started.elapsed();
+    let Verdict::Retry(retry) = verdict else {
+        panic!("a timeout is worth a retry, got {verdict:?}");
+    };
+    assert!(retry.reason.contains("HttpResponseTimeout"), "{}", retry.reason);
+    assert!(
+        took < Duration::from_millis(1_500),
+        "took {took:?} for a 300 ms timeout"
+    );
+}
+
+#[test]
+fn a_secret_header_is_added_by_the_host_over_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certificate = tls::self_signed(dir.path(), "lookup", -1, 30);
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "s3cr3t\n").expect("secret file");
+    let test = TestRuntime::new();
+    let service = LookupService::start_tls(&certificate);
+    let grant = format!(
+        "{}ca_file = {:?}\n[[http.secret_headers]]\norigin = \"{}\"\nheader = \"authorization\"\nsecret = \"token\"\nprefix = \"Bearer \"\n[secrets]\ntoken = {{ file = {:?} }}\n",
+        granted(&service),
+        certificate.certificate,
+        service.origin(),
+        secret,
+    );
+    let plugin = load(&test, &service.lookup_url(), &grant).expect("granted");
+
+    let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
+        panic!("expected success over TLS");
+    };
+    assert_eq!(outputs[0].value.as_deref(), Some(&b"looked-up:hello"[..]));
+    let requests = service.requests();
+    assert_eq!(requests[0].header("authorization"), Some("Bearer s3cr3t"));
+}
+
+#[test]
+fn an_untrusted_certificate_fails_the_request() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certificate = tls::self_signed(dir.path(), "lookup", -1, 30);
+    let test = TestRuntime::new();
+    let service = LookupService::start_tls(&certificate);
+    let plugin = load(&test, &service.lookup_url(), &granted(&service)).expect("granted");
+
+    let Verdict::Retry(retry) = lookup(&plugin, "hello") else {
+        panic!("an untrusted server is not answered");
+    };
+    assert!(retry.reason.contains("TlsCertificateError"), "{}", retry.reason);
+    assert!(service.requests().is_empty());
+}

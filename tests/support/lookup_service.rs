@@ -1,0 +1,210 @@
+//! A small HTTP service for plugins that call out (`http-lookup`), over
+//! plain HTTP or TLS, recording every request it is sent.
+//!
+//! What it answers depends on the body it is POSTed:
+//! - `status:NNN`: status NNN;
+//! - `big`: 200 with 64 KiB;
+//! - `slow`: 200 after two seconds;
+//! - anything else: 200 with `looked-up:<body>`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+
+use crate::tls::CertificateFiles;
+
+/// One request as the service received it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    /// Names in lowercase.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl SeenRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// The running service; stops when dropped.
+pub struct LookupService {
+    pub address: SocketAddr,
+    scheme: &'static str,
+    requests: Arc<Mutex<Vec<SeenRequest>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LookupService {
+    /// Plain HTTP on a free loopback port.
+    pub fn start() -> Self {
+        Self::serve(None)
+    }
+
+    /// HTTPS with `certificate` (made for 127.0.0.1).
+    pub fn start_tls(certificate: &CertificateFiles) -> Self {
+        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("TLS acceptor");
+        acceptor
+            .set_private_key_file(&certificate.key, SslFiletype::PEM)
+            .expect("TLS key");
+        acceptor
+            .set_certificate_chain_file(&certificate.certificate)
+            .expect("TLS certificate");
+        Self::serve(Some(Arc::new(acceptor.build())))
+    }
+
+    fn serve(tls: Option<Arc<SslAcceptor>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the lookup service");
+        let address = listener.local_addr().expect("address");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let thread = {
+            let requests = requests.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let requests = requests.clone();
+                    let tls = tls.clone();
+                    std::thread::spawn(move || {
+                        stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                        match tls {
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream) {
+                                    answer(stream, &requests);
+                                }
+                            }
+                            None => answer(stream, &requests),
+                        }
+                    });
+                }
+            })
+        };
+        LookupService {
+            address,
+            scheme,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `scheme://127.0.0.1:port`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.address)
+    }
+
+    /// The URL the plugin's `lookup-url` should name.
+    pub fn lookup_url(&self) -> String {
+        format!("{}/lookup", self.origin())
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for LookupService {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.address);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
+    let mut reader = BufReader::new(stream);
+    let Some(request) = read_request(&mut reader) else {
+        return;
+    };
+    requests.lock().unwrap().push(request.clone());
+    let (status, body) = match std::str::from_utf8(&request.body).unwrap_or("") {
+        text if text.starts_with("status:") => {
+            let status: u16 = text["status:".len()..].parse().unwrap_or(500);
+            (status, format!("status {status}").into_bytes())
+        }
+        "big" => (200, vec![b'x'; 64 * 1024]),
+        "slow" => {
+            std::thread::sleep(Duration::from_secs(2));
+            (200, b"slow answer".to_vec())
+        }
+        _ => {
+            let mut body = b"looked-up:".to_vec();
+            body.extend_from_slice(&request.body);
+            (200, body)
+        }
+    };
+    let stream = reader.get_mut();
+    let head = format!(
+        "HTTP/1.1 {status} Status\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
+    let _ = stream.flush();
+}
+
+fn read_request(reader: &mut impl BufRead) -> Option<SeenRequest> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let path = parts.next()?.to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.clone())
+    };
+    let mut body = Vec::new();
+    if let Some(length) = header("content-length") {
+        body.resize(length.parse().ok()?, 0);
+        reader.read_exact(&mut body).ok()?;
+    } else if header("transfer-encoding").is_some_and(|coding| coding.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    Some(SeenRequest {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
