@@ -153,3 +153,59 @@ fn missing_files_directories_and_empty_files_are_named_plainly() {
     );
     assert_eq!(stderr(&empty_output), format!("error: {}: is empty\n", empty.display()));
 }
+
+#[test]
+fn a_plugin_that_calls_out_lists_the_capability_a_stage_must_grant() {
+    let output = check(&rust_plugin("http-lookup"));
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    assert!(output.status.success(), "stderr: {}", stderr(&output));
+    assert!(
+        stdout.contains("  capabilities:\n    outbound HTTP (wasi:http/outgoing-handler@0.2."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("a stage must grant it: [plugin.capabilities.http]\n"),
+        "{stdout}"
+    );
+    let pure = String::from_utf8(check(&rust_plugin("uppercase")).stdout).unwrap();
+    assert!(pure.contains("  capabilities: none (a pure transform)\n"), "{pure}");
+}
+
+#[test]
+fn checked_against_a_stage_a_capability_it_does_not_grant_fails() {
+    let dir = TempDir::new().unwrap();
+    let plugin = rust_plugin("http-lookup");
+    let stage_file = |extra: &str| {
+        let text = format!(
+            "[stage]\nname = \"check\"\n\n[plugin]\npath = {:?}\n\n[kafka]\nbrokers = \"localhost:9092\"\ngroup_id = \"g\"\ninput_topics = \"in\"\noutput_topic = \"out\"\ndead_letter_topic = \"dlq\"\n{extra}",
+            plugin
+        );
+        write_temp(&dir, "stage.toml", text.as_bytes())
+    };
+    let with_stage = |stage: &Path| {
+        let cache = TempDir::new().unwrap();
+        Command::new(sluice_bin())
+            .arg("check")
+            .arg(&plugin)
+            .arg("--stage")
+            .arg(stage)
+            .env("SLUICE_CACHE_DIR", cache.path())
+            .output()
+            .expect("sluice runs")
+    };
+
+    let refused = with_stage(&stage_file(""));
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("which this stage does not grant: add [plugin.capabilities.http] to the stage file"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let granted = with_stage(&stage_file(
+        "\n[plugin.capabilities.http]\nallowed_origins = \"https://api.example.com\"\n",
+    ));
+    let stdout = String::from_utf8(granted.stdout.clone()).unwrap();
+    assert!(granted.status.success(), "stderr: {}", stderr(&granted));
+    assert!(stdout.contains(": granted by "), "{stdout}");
+}

@@ -49,9 +49,9 @@ pub struct HttpGrantSettings {
     #[serde(default, deserialize_with = "crate::config::string_or_list")]
     pub allowed_addresses: Vec<String>,
     /// The whole exchange, connection to last body byte; the plugin cannot
-    /// extend it.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
+    /// extend it. Default: three quarters of the call deadline, so the
+    /// plugin has time left to act on a timeout.
+    pub timeout_ms: Option<u64>,
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: u64,
     /// Requests one plugin instance may have open at once.
@@ -90,10 +90,6 @@ pub struct SecretSource {
 
 fn default_methods() -> Vec<String> {
     ["GET", "HEAD", "POST"].map(str::to_owned).to_vec()
-}
-
-fn default_timeout_ms() -> u64 {
-    5_000
 }
 
 fn default_max_response_bytes() -> u64 {
@@ -200,12 +196,12 @@ impl CapabilityGrants {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if !(1..=deadline_ms).contains(&http.timeout_ms) {
+        let timeout_ms = http.timeout_ms.unwrap_or((deadline_ms * 3 / 4).max(1));
+        if !(1..=deadline_ms).contains(&timeout_ms) {
             return Err(grant_error(
                 key("timeout_ms"),
                 format!(
-                    "must be between 1 and {deadline_ms}, got {} (at most plugin.limits.deadline_ms: a request cannot outlive the call that makes it)",
-                    http.timeout_ms
+                    "must be between 1 and {deadline_ms}, got {timeout_ms} (at most plugin.limits.deadline_ms: a request cannot outlive the call that makes it)"
                 ),
             ));
         }
@@ -257,7 +253,7 @@ impl CapabilityGrants {
             origins,
             methods,
             addresses: AddressPolicy::new(addresses),
-            timeout: Duration::from_millis(http.timeout_ms),
+            timeout: Duration::from_millis(timeout_ms),
             max_response_bytes: http.max_response_bytes,
             max_concurrent_requests: http.max_concurrent_requests as usize,
             secret_headers,
@@ -339,6 +335,13 @@ mod tests {
 
     fn error(toml_text: &str) -> GrantError {
         grants(toml_text).validate(10_000).expect_err("invalid grant")
+    }
+
+    #[test]
+    fn the_default_timeout_leaves_the_plugin_a_quarter_of_its_deadline() {
+        let grants = grants("[http]\nallowed_origins = \"https://api.example.com\"");
+        let grant = grants.resolve_http(1000).expect("valid").expect("granted");
+        assert_eq!(grant.timeout(), Duration::from_millis(750));
     }
 
     #[test]
