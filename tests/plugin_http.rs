@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use sluice::capability::CapabilityGrants;
-use sluice::plugin::{Plugin, PluginLimits, PluginSettings, Verdict};
+use sluice::plugin::{Header, Plugin, PluginLimits, PluginSettings, Verdict};
 use sluice_tests::lookup_service::LookupService;
 use sluice_tests::{TestRuntime, rust_plugin, text_message, tls};
 
@@ -187,4 +187,27 @@ fn an_untrusted_certificate_fails_the_request() {
     };
     assert!(retry.reason.contains("TlsCertificateError"), "{}", retry.reason);
     assert!(service.requests().is_empty());
+}
+
+#[test]
+fn the_message_trace_continues_on_the_request() {
+    let test = TestRuntime::new();
+    let service = LookupService::start();
+    let plugin = load(&test, &service.lookup_url(), &granted(&service)).expect("granted");
+    let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut message = text_message(7, "traced");
+    message.headers.push(Header {
+        name: "traceparent".to_owned(),
+        value: incoming.as_bytes().to_vec(),
+    });
+
+    let verdict = plugin.worker().handle(&message).expect("call");
+    assert!(matches!(verdict, Verdict::Success(_)), "{verdict:?}");
+    let requests = service.requests();
+    let sent = requests[0].header("traceparent").expect("a traceparent on the request");
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent}");
+    assert_eq!(parts[1], "0af7651916cd43dd8448eb211c80319c", "same trace");
+    assert_ne!(parts[2], "b7ad6b7169203331", "a span of its own");
+    assert_eq!(parts[3], "01", "sampling kept");
 }

@@ -19,16 +19,25 @@ pub(super) struct CappedBody<B> {
     cap: u64,
     deadline: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
+    /// Bytes received, by origin (`sluice_plugin_http_response_bytes_total`).
+    received: metrics::Counter,
 }
 
 impl<B> CappedBody<B> {
-    pub(super) fn new(inner: B, cap: u64, deadline: Instant, permit: OwnedSemaphorePermit) -> Self {
+    pub(super) fn new(
+        inner: B,
+        cap: u64,
+        deadline: Instant,
+        permit: OwnedSemaphorePermit,
+        received: metrics::Counter,
+    ) -> Self {
         CappedBody {
             inner,
             remaining: cap,
             cap,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             _permit: permit,
+            received,
         }
     }
 }
@@ -58,6 +67,7 @@ where
                 return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(this.cap)))));
             }
             this.remaining -= length;
+            this.received.increment(length);
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -94,7 +104,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_within_the_cap_arrives_whole() {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let body = CappedBody::new(full(b"0123456789"), 10, deadline, permit());
+        let body = CappedBody::new(full(b"0123456789"), 10, deadline, permit(), metrics::Counter::noop());
         let bytes = body.collect().await.expect("within the cap").to_bytes();
         assert_eq!(&bytes[..], b"0123456789");
     }
@@ -102,7 +112,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_past_the_cap_fails_with_the_cap() {
         let deadline = Instant::now() + Duration::from_secs(5);
-        let body = CappedBody::new(full(b"0123456789!"), 10, deadline, permit());
+        let body = CappedBody::new(full(b"0123456789!"), 10, deadline, permit(), metrics::Counter::noop());
         let error = body.collect().await.expect_err("past the cap");
         assert!(matches!(error, Error::HttpResponseBodySize(Some(10))), "{error:?}");
     }
@@ -113,7 +123,7 @@ mod tests {
         let held = permits.clone().try_acquire_owned().expect("a permit");
         let stalled = StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, Error>>());
         let deadline = Instant::now() + Duration::from_millis(200);
-        let body = CappedBody::new(stalled, 10, deadline, held);
+        let body = CappedBody::new(stalled, 10, deadline, held, metrics::Counter::noop());
         let error = body.collect().await.expect_err("stalled");
         assert!(matches!(error, Error::HttpResponseTimeout), "{error:?}");
         assert_eq!(permits.available_permits(), 1);

@@ -19,4 +19,4 @@ pub use grants::{CapabilityGrants, GrantError, HttpGrantSettings, SecretHeaderSe
 pub use http_grant::{Denial, HttpGrant};
 pub use imports::{Capability, capabilities_imported, ungranted};
 pub use origin::{Origin, OriginPattern, Scheme};
-pub use outbound_http::OutboundHttp;
+pub use outbound_http::{CallContext, CallerMessage, OutboundHttp};

@@ -33,8 +33,9 @@ use wasmtime_wasi_http::{
 use super::capped_body::CappedBody;
 use super::http_grant::HttpGrant;
 use super::origin::{Origin, Scheme};
-use crate::observe::LogThrottle;
-use crate::observe::metrics::{PLUGIN_HTTP_REQUESTS, PLUGIN_HTTP_SECONDS};
+use crate::observe::metrics::{PLUGIN_HTTP_REQUESTS, PLUGIN_HTTP_RESPONSE_BYTES, PLUGIN_HTTP_SECONDS};
+use crate::observe::{LogThrottle, TRACEPARENT_HEADER, TraceParent};
+use tracing::Instrument;
 
 /// How often one instance may log a failed request.
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
@@ -57,6 +58,29 @@ pub struct OutboundHttp {
     plugin: Arc<str>,
     /// One warning per interval for this instance's failed requests.
     warnings: Arc<Mutex<LogThrottle>>,
+    /// The call under way: its deadline and the message it is about.
+    call: Arc<CallContext>,
+}
+
+/// What a request made during a plugin call is tied to.
+#[derive(Debug, Default)]
+pub struct CallContext {
+    /// When the call must end: no request outlives it, so time spent
+    /// waiting on I/O counts against the call's deadline.
+    pub deadline: Option<Instant>,
+    /// The message the call is about, when it is about one.
+    pub message: Option<CallerMessage>,
+}
+
+/// The message a call is about: named on each request's span, and its
+/// trace continued on the request's `traceparent` header.
+#[derive(Debug, Clone)]
+pub struct CallerMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The message's own `traceparent`, when it carries one.
+    pub trace: Option<TraceParent>,
 }
 
 impl OutboundHttp {
@@ -67,7 +91,18 @@ impl OutboundHttp {
             open_requests: Arc::new(Semaphore::new(permits)),
             plugin,
             warnings: Arc::new(Mutex::new(LogThrottle::new(WARNING_INTERVAL))),
+            call: Arc::default(),
         }
+    }
+
+    /// A call into the plugin begins: requests it makes end by `deadline`
+    /// and belong to `message` (one message per call for a plugin that calls
+    /// out; a batch call has none).
+    pub fn begin_call(&mut self, deadline: Instant, message: Option<CallerMessage>) {
+        self.call = Arc::new(CallContext {
+            deadline: Some(deadline),
+            message,
+        });
     }
 }
 
@@ -95,11 +130,31 @@ impl WasiHttpHooks for OutboundHttp {
         let open_requests = self.open_requests.clone();
         let plugin = self.plugin.clone();
         let warnings = self.warnings.clone();
-        Box::new(async move {
+        let call = self.call.clone();
+        let message = call.message.as_ref();
+        let trace = message
+            .and_then(|message| message.trace.as_ref())
+            .map_or_else(TraceParent::new_root, TraceParent::child);
+        let span = tracing::info_span!(
+            "outbound_request",
+            plugin = &*plugin,
+            method = %request.method(),
+            uri = %redacted(request.uri()),
+            topic = message.map(|message| message.topic.as_str()),
+            partition = message.map(|message| message.partition),
+            offset = message.map(|message| message.offset),
+            trace_id = %trace.trace_id(),
+        );
+        let mut request = request;
+        if let Ok(value) = http::HeaderValue::from_bytes(&trace.to_header_value()) {
+            request.headers_mut().insert(TRACEPARENT_HEADER, value);
+        }
+        Box::new(
+            async move {
             let started = std::time::Instant::now();
             let method = request.method().clone();
             let uri = redacted(request.uri());
-            match send(grant, open_requests, request, options).await {
+            match send(grant, open_requests, request, options, call.deadline).await {
                 Ok((origin, sent)) => {
                     let status = sent.0.status();
                     tracing::debug!(plugin = &*plugin, %method, %uri, %status, "plugin request answered");
@@ -120,7 +175,9 @@ impl WasiHttpHooks for OutboundHttp {
                     Err(error)
                 }
             }
-        })
+        }
+            .instrument(span),
+        )
     }
 }
 
@@ -165,6 +222,7 @@ async fn send(
     open_requests: Arc<Semaphore>,
     request: Request<WasiBody>,
     options: Option<RequestOptions>,
+    call_deadline: Option<Instant>,
 ) -> Result<(String, Sent), Refused> {
     let (parts, body) = request.into_parts();
     let mut body = UnsentBody(Some(body));
@@ -199,7 +257,8 @@ async fn send(
             Error::ConnectionLimitReached,
         )
     })?;
-    let deadline = Instant::now() + grant.timeout();
+    let granted = Instant::now() + grant.timeout();
+    let deadline = call_deadline.map_or(granted, |call| call.min(granted));
     let shorter = |guest: Option<Duration>| {
         let remaining = deadline.saturating_duration_since(Instant::now());
         guest.map_or(remaining, |guest| guest.min(remaining))
@@ -280,7 +339,8 @@ async fn send(
             Error::HttpResponseBodySize(Some(cap)),
         ));
     }
-    let response = response.map(|body| CappedBody::new(body, cap, deadline, permit).boxed_unsync());
+    let received = metrics::counter!(PLUGIN_HTTP_RESPONSE_BYTES, "origin" => label.clone());
+    let response = response.map(|body| CappedBody::new(body, cap, deadline, permit, received).boxed_unsync());
     let driver = async move {
         // Bounded by the deadline too: a server that trickles keeps no
         // connection open past it.

@@ -51,6 +51,8 @@ pub const IN_FLIGHT_BYTES: &str = "sluice_in_flight_bytes";
 /// (`denied` when none) and outcome: `2xx`..`5xx`, `denied`, `limited`,
 /// `refused` (an internal address), `timeout`, `too_large`, `error`.
 pub const PLUGIN_HTTP_REQUESTS: &str = "sluice_plugin_http_requests_total";
+/// Response body bytes plugins read, by granted origin pattern.
+pub const PLUGIN_HTTP_RESPONSE_BYTES: &str = "sluice_plugin_http_response_bytes_total";
 /// Plugin HTTP requests from the plugin's call to the response head.
 pub const PLUGIN_HTTP_SECONDS: &str = "sluice_plugin_http_request_seconds";
 /// Partition workers that ended without being told to (a panic).
@@ -121,6 +123,11 @@ fn describe() {
     describe_counter!(
         PLUGIN_HTTP_REQUESTS,
         "HTTP requests plugins made, by granted origin and outcome"
+    );
+    describe_counter!(
+        PLUGIN_HTTP_RESPONSE_BYTES,
+        Unit::Bytes,
+        "Response body bytes plugins read, by granted origin"
     );
     describe_histogram!(
         PLUGIN_HTTP_SECONDS,

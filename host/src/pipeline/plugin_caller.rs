@@ -111,15 +111,18 @@ impl PluginCaller {
     }
 }
 
-/// Call the plugin on `messages`: as one batch when there are several; if
-/// the batch fails, one by one up to and including the first failure.
+/// Call the plugin on `messages`: as one batch when there are several
+/// (unless the plugin calls out, see [`Plugin::calls_out`]); if the batch
+/// fails, one by one up to and including the first failure.
+///
+/// [`Plugin::calls_out`]: crate::plugin::Plugin::calls_out
 ///
 /// A fallback costs the batch's work twice, so it is counted
 /// (`sluice_batch_fallbacks_total`, by failure kind) and logged: at warn the
 /// first time for each plugin version, at debug after, so a version whose
 /// every batch fails is noticed without a warning per batch.
 fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<Verdict, PluginFailure>> {
-    if messages.len() > 1 {
+    if messages.len() > 1 && !plugin.plugin().calls_out() {
         match plugin.handle_batch(messages) {
             Ok(verdicts) => return verdicts.into_iter().map(Ok).collect(),
             Err(failure) => {

@@ -8,7 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::capability::{HttpGrant, OutboundHttp};
+use crate::capability::{CallerMessage, HttpGrant, OutboundHttp};
 
 use super::contract::sluice::plugin::{config, logging, types};
 use super::guest_output::{GuestOutput, GuestStream};
@@ -67,7 +67,10 @@ impl WorkerState {
     }
 
     /// Reset per-call bookkeeping before a call into the guest.
-    pub(crate) fn begin_call(&mut self) {
+    /// `deadline` bounds the requests the call makes; `message` is what
+    /// they are about (none for a batch).
+    pub(crate) fn begin_call(&mut self, deadline: tokio::time::Instant, message: Option<CallerMessage>) {
+        self.outbound.begin_call(deadline, message);
         self.limiter.reset();
         self.stdout.begin_call();
         self.stderr.begin_call();

@@ -102,6 +102,13 @@ impl Plugin {
         &self.inner.imports
     }
 
+    /// Whether it imports a capability (HTTP): such a plugin is called one
+    /// message at a time, so each request is tied to its message's trace
+    /// and deadline. It spends its time waiting, where a batch saves nothing.
+    pub fn calls_out(&self) -> bool {
+        !crate::capability::capabilities_imported(&self.inner.imports).is_empty()
+    }
+
     /// Whether the compiled code came from the on-disk cache.
     pub fn loaded_from_cache(&self) -> bool {
         self.inner.from_cache

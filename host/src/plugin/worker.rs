@@ -11,6 +11,8 @@ use super::host_state::WorkerState;
 use super::limits::PluginLimits;
 use super::plugin::Plugin;
 use super::runtime::EPOCH_TICK;
+use crate::capability::CallerMessage;
+use crate::observe::{TRACEPARENT_HEADER, TraceParent};
 
 /// Calls one plugin version through its own instance.
 ///
@@ -79,14 +81,29 @@ impl PluginWorker {
     /// per-message deadline ([`PluginLimits::deadline_ms`]).
     pub fn handle(&mut self, message: &Message) -> Result<Verdict, PluginFailure> {
         let deadline = Deadline::message(self.plugin.limits());
-        self.call(deadline, |bindings, store| bindings.call_handle(store, message))
+        let caller = CallerMessage {
+            topic: message.topic.clone(),
+            partition: message.partition,
+            offset: message.offset,
+            trace: message
+                .headers
+                .iter()
+                .rev()
+                .find(|header| header.name == TRACEPARENT_HEADER)
+                .and_then(|header| TraceParent::parse(&header.value)),
+        };
+        self.call(deadline, Some(caller), |bindings, store| {
+            bindings.call_handle(store, message)
+        })
     }
 
     /// Ask the plugin for one verdict per message, in order, in one call,
     /// within the batch deadline ([`PluginLimits::batch_deadline_ms`]).
     pub fn handle_batch(&mut self, messages: &[Message]) -> Result<Vec<Verdict>, PluginFailure> {
         let deadline = Deadline::batch(self.plugin.limits(), messages.len());
-        let verdicts = self.call(deadline, |bindings, store| bindings.call_handle_batch(store, messages))?;
+        let verdicts = self.call(deadline, None, |bindings, store| {
+            bindings.call_handle_batch(store, messages)
+        })?;
         if verdicts.len() != messages.len() {
             return Err(PluginFailure {
                 kind: FailureKind::ContractViolation,
@@ -103,6 +120,7 @@ impl PluginWorker {
     fn call<R>(
         &mut self,
         deadline: Deadline,
+        message: Option<CallerMessage>,
         call: impl FnOnce(&MessageHandler, &mut Store<WorkerState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginFailure> {
         if self.live.as_ref().is_some_and(LiveInstance::worn_out) {
@@ -115,7 +133,7 @@ impl PluginWorker {
         self.warm_up()?;
         let live = self.live.as_mut().expect("instance was just created");
         live.store.set_epoch_deadline(deadline_ticks(deadline.ms));
-        live.store.data_mut().begin_call();
+        live.store.data_mut().begin_call(deadline.instant(), message);
         let result = call(&live.bindings, &mut live.store);
         let stderr = live.store.data_mut().end_call();
         let refused_memory = live.store.data().limiter.refused_growth();
@@ -136,7 +154,7 @@ impl PluginWorker {
         let mut store = Store::new(pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(deadline_ticks(deadline.ms));
-        store.data_mut().begin_call();
+        store.data_mut().begin_call(deadline.instant(), None);
         let instantiated = pre.instantiate(&mut store);
         let stderr = store.data_mut().end_call();
         let refused_memory = store.data().limiter.refused_growth();
@@ -214,6 +232,11 @@ impl Deadline {
             ms: limits.batch_deadline_ms(messages),
             batch_of: Some(messages),
         }
+    }
+
+    /// When a call starting now must end: what its requests are bounded by.
+    fn instant(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_millis(self.ms)
     }
 
     /// "plugin exceeded its 200 ms deadline", or for a batch how its
