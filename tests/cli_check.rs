@@ -169,6 +169,14 @@ fn a_plugin_that_calls_out_lists_the_capability_a_stage_must_grant() {
     );
     let pure = String::from_utf8(check(&rust_plugin("uppercase")).stdout).unwrap();
     assert!(pure.contains("  capabilities: none (a pure transform)\n"), "{pure}");
+    // A capability several imports ask for is one line naming them all.
+    let stateful = String::from_utf8(check(&rust_plugin("keyvalue-probe")).stdout).unwrap();
+    assert!(
+        stateful.contains(
+            "  capabilities:\n    key-value store (wasi:keyvalue/store@0.2.0-draft, wasi:keyvalue/atomics@0.2.0-draft, wasi:keyvalue/batch@0.2.0-draft): a stage must grant it: [plugin.capabilities.keyvalue]\n  imports:"
+        ),
+        "{stateful}"
+    );
 }
 
 #[test]

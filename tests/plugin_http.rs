@@ -2,27 +2,46 @@
 //! what a plugin can reach, and nothing else. Each test runs the
 //! `http-lookup` example against a real HTTP(S) service on loopback.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice::capability::CapabilityGrants;
-use sluice::plugin::{Header, Plugin, PluginLimits, PluginSettings, Verdict};
+use sluice::plugin::{Header, Message, Plugin, PluginLimits, PluginSettings, Verdict};
 use sluice_tests::lookup_service::LookupService;
-use sluice_tests::{TestRuntime, rust_plugin, text_message, tls};
+use sluice_tests::{Language, TestRuntime, rust_plugin, text_message, tls};
 
 /// Load `http-lookup` calling `lookup_url`, as a stage with this
 /// `[plugin.capabilities]` table (TOML) would.
 fn load(test: &TestRuntime, lookup_url: &str, capabilities: &str) -> Result<Plugin, String> {
+    load_file(test, &rust_plugin("http-lookup"), lookup_url, capabilities)
+}
+
+/// The same for `plugin`, the example in any language.
+fn load_file(test: &TestRuntime, plugin: &Path, lookup_url: &str, capabilities: &str) -> Result<Plugin, String> {
+    load_configured(test, plugin, &[("lookup-url", lookup_url)], capabilities)
+}
+
+/// `plugin` with this `[plugin.config]` and `[plugin.capabilities]`.
+fn load_configured(
+    test: &TestRuntime,
+    plugin: &Path,
+    config: &[(&str, &str)],
+    capabilities: &str,
+) -> Result<Plugin, String> {
     let grants: CapabilityGrants = toml::from_str(capabilities).expect("capabilities TOML");
     let settings = PluginSettings {
         limits: PluginLimits {
             deadline_ms: 5_000,
             ..PluginLimits::default()
         },
-        config: [("lookup-url".to_owned(), lookup_url.to_owned())].into(),
+        config: config
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
         capabilities: Some(grants),
     };
     test.runtime
-        .load_file(&rust_plugin("http-lookup"), settings)
+        .load_file(plugin, settings)
         .map_err(|error| error.to_string())
 }
 
@@ -79,7 +98,16 @@ fn the_service_answer_drives_the_verdict() {
     let service = LookupService::start();
     let plugin = load(&test, &service.lookup_url(), &granted(&service)).expect("granted");
 
-    assert!(matches!(lookup(&plugin, "status:503"), Verdict::Retry(_)));
+    for status in ["429", "503"] {
+        let Verdict::Retry(retry) = lookup(&plugin, &format!("status:{status}")) else {
+            panic!("{status} is worth a retry");
+        };
+        assert_eq!(retry.delay_ms, Some(2_000), "after the server's Retry-After");
+    }
+    let Verdict::Retry(retry) = lookup(&plugin, "status:500") else {
+        panic!("500 is worth a retry");
+    };
+    assert_eq!(retry.delay_ms, None, "no Retry-After: the stage's backoff");
     assert_eq!(
         dead_letter_reason(lookup(&plugin, "status:404")),
         "lookup answered 404 Not Found"
@@ -210,4 +238,126 @@ fn the_message_trace_continues_on_the_request() {
     assert_eq!(parts[1], "0af7651916cd43dd8448eb211c80319c", "same trace");
     assert_ne!(parts[2], "b7ad6b7169203331", "a span of its own");
     assert_eq!(parts[3], "01", "sampling kept");
+}
+
+#[test]
+fn every_language_turns_the_same_answers_into_the_same_verdicts() {
+    let service = LookupService::start();
+    for language in Language::ALL {
+        let test = TestRuntime::new();
+        let plugin = load_file(
+            &test,
+            &language.plugin("http-lookup"),
+            &service.lookup_url(),
+            &granted(&service),
+        )
+        .unwrap_or_else(|error| panic!("{language:?}: {error}"));
+        let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
+            panic!("{language:?}: expected success");
+        };
+        assert_eq!(
+            outputs[0].value.as_deref(),
+            Some(&b"looked-up:hello"[..]),
+            "{language:?}"
+        );
+        assert_eq!(
+            dead_letter_reason(lookup(&plugin, "status:404")),
+            "lookup answered 404 Not Found",
+            "{language:?}"
+        );
+        let Verdict::Retry(retry) = lookup(&plugin, "status:429") else {
+            panic!("{language:?}: 429 is worth a retry");
+        };
+        assert_eq!(retry.reason, "lookup answered 429 Too Many Requests", "{language:?}");
+        assert_eq!(
+            retry.delay_ms,
+            Some(2_000),
+            "{language:?}: after the server's Retry-After"
+        );
+        let Verdict::Retry(retry) = lookup(&plugin, "status:500") else {
+            panic!("{language:?}: 500 is worth a retry");
+        };
+        assert_eq!(retry.delay_ms, None, "{language:?}");
+
+        // Without the grant, the plugin is refused at load.
+        let error =
+            load_file(&test, &language.plugin("http-lookup"), &service.lookup_url(), "").expect_err("not granted");
+        assert!(
+            error.contains("imports `wasi:http/outgoing-handler@"),
+            "{language:?}: {error}"
+        );
+    }
+    let bodies: Vec<Vec<u8>> = service.requests().into_iter().map(|request| request.body).collect();
+    let one_language: Vec<&[u8]> = vec![b"hello", b"status:404", b"status:429", b"status:500"];
+    let expected: Vec<Vec<u8>> = one_language.repeat(3).into_iter().map(<[u8]>::to_vec).collect();
+    assert_eq!(bodies, expected, "one request per message in every language");
+}
+
+#[test]
+fn a_denied_request_never_reaches_the_service_in_any_language() {
+    let service = LookupService::start();
+    // The origin is granted, its loopback address is not.
+    let grant = format!("[http]\nallowed_origins = [\"{}\"]\n", service.origin());
+    for language in Language::ALL {
+        let test = TestRuntime::new();
+        let plugin = load_file(&test, &language.plugin("http-lookup"), &service.lookup_url(), &grant)
+            .unwrap_or_else(|error| panic!("{language:?}: {error}"));
+        let verdict = lookup(&plugin, "hello");
+        assert!(
+            !matches!(verdict, Verdict::Success(_)),
+            "{language:?}: a refused request cannot succeed: {verdict:?}"
+        );
+    }
+    assert!(service.requests().is_empty(), "no language's request went out");
+}
+
+#[test]
+fn the_webhook_sends_one_idempotency_key_per_message_in_every_language() {
+    let service = LookupService::start();
+    let mut expected_keys = Vec::new();
+    for language in Language::ALL {
+        let test = TestRuntime::new();
+        let config = [
+            ("webhook-url", service.lookup_url()),
+            ("idempotency-header", "event-id".to_owned()),
+        ];
+        let config: Vec<(&str, &str)> = config.iter().map(|(key, value)| (*key, value.as_str())).collect();
+        let plugin = load_configured(&test, &language.plugin("webhook"), &config, &granted(&service))
+            .unwrap_or_else(|error| panic!("{language:?}: {error}"));
+        let mut worker = plugin.worker();
+
+        let message = text_message(7, "order shipped");
+        let Verdict::Success(outputs) = worker.handle(&message).expect("call") else {
+            panic!("{language:?}: a 2xx is success");
+        };
+        assert_eq!(
+            outputs[0].value.as_deref(),
+            Some(&b"order shipped"[..]),
+            "{language:?}: passed through"
+        );
+        // Handled again, as after a crash: the same key.
+        assert!(matches!(worker.handle(&message).expect("call"), Verdict::Success(_)));
+        let with_id = Message {
+            headers: vec![Header::new("event-id", "evt-42")],
+            ..text_message(8, "order paid")
+        };
+        assert!(matches!(worker.handle(&with_id).expect("call"), Verdict::Success(_)));
+        let Verdict::Retry(retry) = worker.handle(&text_message(9, "status:503")).expect("call") else {
+            panic!("{language:?}: 503 is worth a retry");
+        };
+        assert_eq!(retry.reason, "webhook answered 503 Service Unavailable", "{language:?}");
+        assert_eq!(retry.delay_ms, Some(2_000), "{language:?}");
+        assert_eq!(
+            dead_letter_reason(worker.handle(&text_message(10, "status:404")).expect("call")),
+            "webhook answered 404 Not Found",
+            "{language:?}"
+        );
+        expected_keys.extend(["input/0/7", "input/0/7", "evt-42", "input/0/9", "input/0/10"]);
+    }
+    let keys: Vec<String> = service
+        .requests()
+        .iter()
+        .map(|request| request.header("idempotency-key").unwrap_or("<none>").to_owned())
+        .collect();
+    assert_eq!(keys, expected_keys);
 }

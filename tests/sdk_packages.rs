@@ -42,7 +42,10 @@ fn the_rust_sdk_packages_with_the_contract_it_is_generated_from() {
         "README.md",
         "src/lib.rs",
         "src/types.rs",
+        "src/keyvalue.rs",
         "wit/plugin.wit",
+        "wit/deps/keyvalue/store.wit",
+        "wit/deps/http/http.wit",
     ] {
         assert!(files.contains(&file), "{file} is in the crate: {files:?}");
     }
@@ -78,6 +81,8 @@ fn the_python_sdk_installs_from_its_folder_as_sluice_plugin_0_1_0() {
         "config.py",
         "log.py",
         "text.py",
+        "http.py",
+        "keyvalue.py",
     ] {
         assert!(
             shown.contains(&format!("sluice_plugin/{module}")),
@@ -124,6 +129,7 @@ fn the_javascript_sdk_packs_and_installs_as_sluice_plugin_0_1_0() {
         "config.js",
         "log.js",
         "utf8.js",
+        "keyvalue.js",
         "README.md",
     ] {
         assert!(Path::new(&installed.join(module)).is_file(), "{module} installed");

@@ -2,7 +2,7 @@
 //! plain HTTP or TLS, recording every request it is sent.
 //!
 //! What it answers depends on the body it is POSTed:
-//! - `status:NNN`: status NNN;
+//! - `status:NNN`: status NNN (429 and 503 with `Retry-After: 2`);
 //! - `big`: 200 with 64 KiB;
 //! - `slow`: 200 after two seconds;
 //! - anything else: 200 with `looked-up:<body>`.
@@ -152,8 +152,20 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
         }
     };
     let stream = reader.get_mut();
+    let retry_after = match status {
+        429 | 503 => "retry-after: 2\r\n",
+        _ => "",
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
     let head = format!(
-        "HTTP/1.1 {status} Status\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n{retry_after}connection: close\r\n\r\n",
         body.len()
     );
     let _ = stream.write_all(head.as_bytes());

@@ -11,10 +11,13 @@ use tempfile::TempDir;
 use crate::broker::free_port;
 use crate::process::kill_with_parent;
 
-/// A running Redis that keeps nothing on disk.
+/// A running Redis that keeps nothing on disk, or (started with
+/// [`Redis::start_persistent`]) one that keeps every write across a kill.
 pub struct Redis {
     child: Option<Child>,
     port: u16,
+    /// Where a persistent Redis keeps its append-only file.
+    data_dir: Option<TempDir>,
 }
 
 impl Redis {
@@ -22,6 +25,20 @@ impl Redis {
         let mut redis = Redis {
             child: None,
             port: free_port(),
+            data_dir: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// A Redis that fsyncs every write to an append-only file, so a
+    /// [`Redis::restart`] (even after a kill) comes back with all its data,
+    /// as a production Redis with `appendfsync always` does.
+    pub fn start_persistent() -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            data_dir: Some(TempDir::new().expect("Redis data directory")),
         };
         redis.restart();
         redis
@@ -32,7 +49,8 @@ impl Redis {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Kill the server; the port stops answering (its data is gone).
+    /// Kill the server; the port stops answering (its data is gone, unless
+    /// it is persistent).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -46,9 +64,16 @@ impl Redis {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        match &self.data_dir {
+            Some(dir) => command
+                .arg("--dir")
+                .arg(dir.path())
+                .args(["--appendonly", "yes", "--appendfsync", "always"]),
+            None => command.args(["--appendonly", "no"]),
+        };
         kill_with_parent(&mut command);
         self.child = Some(
             command

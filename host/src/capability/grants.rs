@@ -20,6 +20,7 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use super::address_policy::AddressPolicy;
 use super::http_grant::{HttpGrant, SecretHeader};
+use super::keyvalue::{KeyValueGrant, KeyValueGrantSettings};
 use super::origin::{OriginPattern, Scheme};
 
 /// What a stage lets its plugin reach beyond its own memory.
@@ -28,6 +29,8 @@ use super::origin::{OriginPattern, Scheme};
 pub struct CapabilityGrants {
     /// Outbound HTTP (`wasi:http/outgoing-handler`); absent: none.
     pub http: Option<HttpGrantSettings>,
+    /// Key-value buckets (`wasi:keyvalue`); absent: none.
+    pub keyvalue: Option<KeyValueGrantSettings>,
     /// Named secrets the host may add to requests; the plugin never reads
     /// them.
     #[serde(default)]
@@ -138,11 +141,23 @@ impl CapabilityGrants {
                 _ => {}
             }
         }
+        if let Some(keyvalue) = &self.keyvalue {
+            keyvalue.validate(deadline_ms)?;
+        }
         let Some(http) = &self.http else {
             return Ok(());
         };
         self.http_grant(http, deadline_ms, |_, _| Ok(HeaderValue::from_static("checked")))
             .map(drop)
+    }
+
+    /// The enforced key-value grant, over the process's backend for it;
+    /// `None` when the stage grants no key-value store.
+    pub fn resolve_keyvalue(&self, deadline_ms: u64) -> Result<Option<KeyValueGrant>, GrantError> {
+        self.keyvalue
+            .as_ref()
+            .map(|keyvalue| keyvalue.resolve(deadline_ms))
+            .transpose()
     }
 
     /// The enforced HTTP grant, with secret values read now; `None` when

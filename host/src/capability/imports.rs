@@ -11,6 +11,8 @@ use super::grants::CapabilityGrants;
 pub enum Capability {
     /// `wasi:http/outgoing-handler`: requests to other services.
     Http,
+    /// `wasi:keyvalue/{store,atomics,batch}`: state in named buckets.
+    KeyValue,
 }
 
 impl Capability {
@@ -18,18 +20,22 @@ impl Capability {
     pub fn stage_key(self) -> &'static str {
         match self {
             Capability::Http => "plugin.capabilities.http",
+            Capability::KeyValue => "plugin.capabilities.keyvalue",
         }
     }
 
-    fn interface(self) -> &'static str {
+    /// The interfaces (without version) whose import asks for it.
+    fn interfaces(self) -> &'static [&'static str] {
         match self {
-            Capability::Http => "wasi:http/outgoing-handler",
+            Capability::Http => &["wasi:http/outgoing-handler"],
+            Capability::KeyValue => &["wasi:keyvalue/store", "wasi:keyvalue/atomics", "wasi:keyvalue/batch"],
         }
     }
 
     fn granted_by(self, grants: &CapabilityGrants) -> bool {
         match self {
             Capability::Http => grants.http.is_some(),
+            Capability::KeyValue => grants.keyvalue.is_some(),
         }
     }
 }
@@ -38,11 +44,12 @@ impl fmt::Display for Capability {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(match self {
             Capability::Http => "outbound HTTP",
+            Capability::KeyValue => "key-value store",
         })
     }
 }
 
-const ALL: [Capability; 1] = [Capability::Http];
+const ALL: [Capability; 2] = [Capability::Http, Capability::KeyValue];
 
 /// The capabilities among a component's import names, each with the
 /// import that asks for it (`wasi:http/outgoing-handler@0.2.12`).
@@ -52,7 +59,7 @@ pub fn capabilities_imported(imports: &[String]) -> Vec<(Capability, String)> {
         .filter_map(|import| {
             let interface = import.split('@').next().unwrap_or(import);
             ALL.into_iter()
-                .find(|capability| capability.interface() == interface)
+                .find(|capability| capability.interfaces().contains(&interface))
                 .map(|capability| (capability, import.clone()))
         })
         .collect()
@@ -99,5 +106,17 @@ mod tests {
             toml::from_str("[http]\nallowed_origins = \"https://api.example.com\"").expect("grant");
         assert_eq!(ungranted(&names, &granted), None);
         assert_eq!(ungranted(&imports(&["wasi:io/poll@0.2.12"]), &none), None);
+    }
+
+    #[test]
+    fn any_keyvalue_interface_is_the_keyvalue_capability() {
+        let names = imports(&["wasi:keyvalue/store@0.2.0-draft", "wasi:keyvalue/atomics@0.2.0-draft"]);
+        let none = CapabilityGrants::default();
+        let (capability, import) = ungranted(&names, &none).expect("not granted");
+        assert_eq!(capability, Capability::KeyValue);
+        assert_eq!(capability.stage_key(), "plugin.capabilities.keyvalue");
+        assert_eq!(import, "wasi:keyvalue/store@0.2.0-draft");
+        let granted: CapabilityGrants = toml::from_str("[keyvalue]").expect("grant");
+        assert_eq!(ungranted(&names, &granted), None);
     }
 }

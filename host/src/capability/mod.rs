@@ -1,6 +1,7 @@
 //! What a plugin may reach beyond its own memory, granted per stage and
 //! denied by default: outbound HTTP to chosen origins, with secrets the
-//! host adds to requests so the plugin never holds them.
+//! host adds to requests so the plugin never holds them; key-value state in
+//! named buckets ([`keyvalue`]).
 //!
 //! The decisions (may this request go out, to this address) are pure
 //! functions ([`HttpGrant::decide`], [`AddressPolicy::check`]); the wasmtime
@@ -11,6 +12,7 @@ mod capped_body;
 mod grants;
 mod http_grant;
 mod imports;
+pub mod keyvalue;
 mod origin;
 mod outbound_http;
 

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::capability::capabilities_imported;
+use crate::capability::{Capability, capabilities_imported};
 use crate::plugin::{PluginRuntime, PluginSettings, WORLD};
 
 #[derive(Debug, clap::Args)]
@@ -38,12 +38,20 @@ pub(crate) fn run(runtime: &PluginRuntime, args: CheckArgs) -> anyhow::Result<Ex
         (true, _) => println!("  capabilities: none (a pure transform)"),
         (false, stage) => {
             println!("  capabilities:");
+            // One line per capability, with every import that asks for it.
+            let mut grouped: Vec<(Capability, Vec<&str>)> = Vec::new();
             for (capability, import) in &capabilities {
+                match grouped.iter_mut().find(|(seen, _)| seen == capability) {
+                    Some((_, imports)) => imports.push(import),
+                    None => grouped.push((*capability, vec![import])),
+                }
+            }
+            for (capability, imports) in grouped {
                 let status = match stage {
                     Some(stage) => format!("granted by {}", stage.display()),
                     None => format!("a stage must grant it: [{}]", capability.stage_key()),
                 };
-                println!("    {capability} ({import}): {status}");
+                println!("    {capability} ({}): {status}", imports.join(", "));
             }
         }
     }

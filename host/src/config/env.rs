@@ -14,12 +14,13 @@ use figment::{Metadata, Profile, Provider};
 /// Tables, longest first so `plugin_limits` wins over `plugin`. The flag says
 /// whether the rest of the name is a librdkafka property (dots, not
 /// underscores).
-const TABLES: [(&str, &str, bool); 17] = [
+const TABLES: [(&str, &str, bool); 18] = [
     ("kafka_consumer_properties_", "kafka.consumer_properties", true),
     ("kafka_producer_properties_", "kafka.producer_properties", true),
     ("kafka_create_topics_", "kafka.create_topics", false),
     ("kafka_recovery_", "kafka.recovery", false),
     ("kafka_properties_", "kafka.properties", true),
+    ("plugin_capabilities_keyvalue_", "plugin.capabilities.keyvalue", false),
     ("plugin_capabilities_http_", "plugin.capabilities.http", false),
     ("plugin_limits_", "plugin.limits", false),
     ("plugin_reload_", "plugin.reload", false),

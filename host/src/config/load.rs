@@ -10,6 +10,7 @@ use redis::IntoConnectionInfo;
 use super::env::{EnvOverride, NotUnicode};
 use super::profile::ConsumerProfile;
 use super::stage::{DedupKeyKind, DedupSection, MAX_CONCURRENCY, StageConfig};
+use crate::capability::keyvalue::BackendKind;
 use crate::plugin::PluginLimits;
 
 /// Why a stage file cannot be used. Each message names the file or key at
@@ -76,6 +77,22 @@ pub fn load(path: &Path) -> Result<StageConfig, ConfigError> {
     for secret in config.plugin.capabilities.secrets.values_mut() {
         if let Some(file) = &mut secret.file {
             *file = base.join(&*file);
+        }
+    }
+    if let Some(keyvalue) = &mut config.plugin.capabilities.keyvalue {
+        keyvalue.namespace = config.stage.name.clone();
+        // The stage's Redis, unless the grant names its own or asks for
+        // memory; a Redis Cluster's seeds are not a single Redis.
+        let dedup_redis = config
+            .dedup
+            .as_ref()
+            .filter(|dedup| !dedup.redis_cluster)
+            .and_then(|dedup| match dedup.redis_url.as_deref() {
+                Some([url]) => Some(url.clone()),
+                _ => None,
+            });
+        if keyvalue.redis_url.is_none() && keyvalue.backend != Some(BackendKind::Memory) {
+            keyvalue.redis_url = dedup_redis;
         }
     }
     validate(&config).map_err(|(key, reason)| ConfigError::BadValue {
@@ -517,7 +534,7 @@ mod tests {
 
     /// Every numeric key of a stage file. Each must have its bounds
     /// documented in the example and enforced by the loader.
-    const NUMERIC_KEYS: [&str; 36] = [
+    const NUMERIC_KEYS: [&str; 40] = [
         "stage.batch_size",
         "stage.concurrency",
         "stage.max_in_flight_per_partition",
@@ -533,6 +550,10 @@ mod tests {
         "plugin.capabilities.http.timeout_ms",
         "plugin.capabilities.http.max_response_bytes",
         "plugin.capabilities.http.max_concurrent_requests",
+        "plugin.capabilities.keyvalue.ttl_seconds",
+        "plugin.capabilities.keyvalue.max_value_bytes",
+        "plugin.capabilities.keyvalue.timeout_ms",
+        "plugin.capabilities.keyvalue.memory_max_bytes",
         "kafka.create_topics.partitions",
         "kafka.create_topics.replication_factor",
         "kafka.recovery.recreate_after_errors",
@@ -661,6 +682,10 @@ mod tests {
                 "\"https://api.example.com\"",
             );
             // A request's timeout is bounded by the call's deadline.
+            doc.set("plugin.limits.deadline_ms", "600000");
+        }
+        if key.starts_with("plugin.capabilities.keyvalue.") {
+            doc.set("plugin.capabilities.keyvalue.backend", "\"memory\"");
             doc.set("plugin.limits.deadline_ms", "600000");
         }
         if key.starts_with("embedded.") {

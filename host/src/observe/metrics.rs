@@ -55,6 +55,12 @@ pub const PLUGIN_HTTP_REQUESTS: &str = "sluice_plugin_http_requests_total";
 pub const PLUGIN_HTTP_RESPONSE_BYTES: &str = "sluice_plugin_http_response_bytes_total";
 /// Plugin HTTP requests from the plugin's call to the response head.
 pub const PLUGIN_HTTP_SECONDS: &str = "sluice_plugin_http_request_seconds";
+/// Plugin key-value operations, by operation and outcome: `ok`,
+/// `denied` (a bucket not granted), `too_large`, `timeout`,
+/// `unavailable`, `full` (the in-memory budget), `invalid` (not a counter).
+pub const PLUGIN_KEYVALUE_OPERATIONS: &str = "sluice_plugin_keyvalue_operations_total";
+/// Plugin key-value operations, from the call to the answer.
+pub const PLUGIN_KEYVALUE_SECONDS: &str = "sluice_plugin_keyvalue_operation_seconds";
 /// Partition workers that ended without being told to (a panic).
 pub const WORKER_FAILURES: &str = "sluice_worker_failures_total";
 
@@ -73,12 +79,17 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 }
 
 fn install() -> Option<PrometheusHandle> {
-    let builder = [PLUGIN_CALL_SECONDS, END_TO_END_SECONDS, PLUGIN_HTTP_SECONDS]
-        .into_iter()
-        .try_fold(PrometheusBuilder::new(), |builder, name| {
-            builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), &LATENCY_BUCKETS)
-        })
-        .expect("latency buckets are not empty");
+    let builder = [
+        PLUGIN_CALL_SECONDS,
+        END_TO_END_SECONDS,
+        PLUGIN_HTTP_SECONDS,
+        PLUGIN_KEYVALUE_SECONDS,
+    ]
+    .into_iter()
+    .try_fold(PrometheusBuilder::new(), |builder, name| {
+        builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), &LATENCY_BUCKETS)
+    })
+    .expect("latency buckets are not empty");
     match builder.install_recorder() {
         Ok(handle) => {
             describe();
@@ -133,6 +144,15 @@ fn describe() {
         PLUGIN_HTTP_SECONDS,
         Unit::Seconds,
         "Plugin HTTP requests: from the call to the response head"
+    );
+    describe_counter!(
+        PLUGIN_KEYVALUE_OPERATIONS,
+        "Key-value operations plugins made, by operation and outcome"
+    );
+    describe_histogram!(
+        PLUGIN_KEYVALUE_SECONDS,
+        Unit::Seconds,
+        "Plugin key-value operations: from the call to the answer"
     );
     describe_counter!(
         BATCH_FALLBACKS,

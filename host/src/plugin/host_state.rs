@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::capability::keyvalue::{KeyValueAccess, KeyValueGrant, KeyValueView};
 use crate::capability::{CallerMessage, HttpGrant, OutboundHttp};
 
 use super::contract::sluice::plugin::{config, logging, types};
@@ -23,6 +24,8 @@ pub(crate) struct PluginIdentity {
     pub(crate) config: BTreeMap<String, String>,
     /// The stage's HTTP grant with its secrets, when it grants HTTP.
     pub(crate) http: Option<Arc<HttpGrant>>,
+    /// The stage's key-value grant over its backend, when it grants one.
+    pub(crate) keyvalue: Option<Arc<KeyValueGrant>>,
 }
 
 /// Store data of one plugin instance.
@@ -33,6 +36,8 @@ pub(crate) struct WorkerState {
     http: WasiHttpCtx,
     /// Applies the stage's grant to every request the plugin makes.
     outbound: OutboundHttp,
+    /// Applies the stage's grant to every key-value operation.
+    keyvalue: KeyValueAccess,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) stderr: GuestOutput,
     stdout: GuestOutput,
@@ -43,7 +48,8 @@ impl WorkerState {
     /// A sandbox with nothing granted but what the stage grants: no
     /// preopened directories, no environment variables or arguments, no
     /// sockets or name lookups; clocks, randomness, the log-forwarding
-    /// stdout/stderr, and HTTP requests only as the stage's grant allows.
+    /// stdout/stderr, and HTTP requests and key-value buckets only as the
+    /// stage's grant allows.
     pub(crate) fn new(identity: Arc<PluginIdentity>, memory_cap_bytes: usize) -> Self {
         let stdout = GuestOutput::new(GuestStream::Stdout, identity.name.clone());
         let stderr = GuestOutput::new(GuestStream::Stderr, identity.name.clone());
@@ -59,6 +65,7 @@ impl WorkerState {
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             outbound: OutboundHttp::new(identity.http.clone(), identity.name.clone()),
+            keyvalue: KeyValueAccess::new(identity.keyvalue.clone(), identity.name.clone()),
             limiter: MemoryLimiter::new(memory_cap_bytes),
             stdout,
             stderr,
@@ -71,9 +78,18 @@ impl WorkerState {
     /// they are about (none for a batch).
     pub(crate) fn begin_call(&mut self, deadline: tokio::time::Instant, message: Option<CallerMessage>) {
         self.outbound.begin_call(deadline, message);
+        self.keyvalue.begin_call(deadline);
         self.limiter.reset();
         self.stdout.begin_call();
         self.stderr.begin_call();
+    }
+
+    /// The view the `wasi:keyvalue` host functions work through.
+    pub(crate) fn keyvalue(&mut self) -> KeyValueView<'_> {
+        KeyValueView {
+            access: &mut self.keyvalue,
+            table: &mut self.table,
+        }
     }
 
     /// Flush partial output lines after a call; returns the call's stderr.

@@ -77,9 +77,12 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|error| LoadError::Engine(error.to_string()))?;
-        // Linked for every plugin; a plugin that imports it must be granted
-        // it (checked at load), and the hooks deny all without a grant.
+        // Linked for every plugin, like wasi:keyvalue below; a plugin that
+        // imports either must be granted it (checked at load), and without
+        // a grant every request and every bucket is denied.
         wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+            .map_err(|error| LoadError::Engine(error.to_string()))?;
+        capability::keyvalue::add_to_linker(&mut linker, WorkerState::keyvalue)
             .map_err(|error| LoadError::Engine(error.to_string()))?;
         MessageHandler::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|error| LoadError::Engine(error.to_string()))?;
@@ -197,14 +200,14 @@ impl PluginRuntime {
                 key: capability.stage_key(),
             });
         }
-        let http = grants
-            .resolve_http(settings.limits.deadline_ms)
-            .map_err(|error| LoadError::Grant {
-                path: path.clone(),
-                key: error.key,
-                reason: error.reason,
-            })?
-            .map(Arc::new);
+        let grant_error = |error: capability::GrantError| LoadError::Grant {
+            path: path.clone(),
+            key: error.key,
+            reason: error.reason,
+        };
+        let deadline_ms = settings.limits.deadline_ms;
+        let http = grants.resolve_http(deadline_ms).map_err(grant_error)?.map(Arc::new);
+        let keyvalue = grants.resolve_keyvalue(deadline_ms).map_err(grant_error)?.map(Arc::new);
 
         let version = PluginVersion::from_hex(content_hash);
         let identity = Arc::new(PluginIdentity {
@@ -212,6 +215,7 @@ impl PluginRuntime {
             version: version.to_string().into(),
             config: settings.config,
             http,
+            keyvalue,
         });
         Ok(Plugin::new(
             identity,

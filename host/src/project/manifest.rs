@@ -17,6 +17,29 @@ pub(super) struct ProjectManifest {
     pub componentize_js: Option<String>,
     /// A Python project's dependencies other than the SDK, as pip takes them.
     pub python_dependencies: Vec<String>,
+    /// The contract world a Python or JavaScript handler is built against
+    /// (`[tool.sluice] world`, `"sluice": {"world": ...}`). Their
+    /// components import their whole world, so a handler that calls out
+    /// names the world with what it calls; default `message-handler`.
+    pub world: Option<&'static str>,
+}
+
+/// The worlds of `wit/plugin.wit` a handler may be built against.
+const WORLDS: [&str; 4] = [
+    "message-handler",
+    "message-handler-http",
+    "message-handler-keyvalue",
+    "message-handler-io",
+];
+
+/// The world a handler is built against, or why `name` is none.
+fn known_world(name: &str, key: &str) -> Result<&'static str, String> {
+    WORLDS.into_iter().find(|world| *world == name).ok_or_else(|| {
+        format!(
+            "{key}: `{name}` is not a world of the contract; use one of {}",
+            WORLDS.join(", ")
+        )
+    })
 }
 
 /// Reads one language's manifest text.
@@ -73,7 +96,19 @@ fn parse_pyproject(text: &str) -> Result<ProjectManifest, String> {
         let requirement = requirement.replace(' ', "");
         requirement.strip_prefix("componentize-py==").map(str::to_owned)
     });
+    let world = match manifest
+        .get("tool")
+        .and_then(|tool| tool.get("sluice"))
+        .and_then(|sluice| sluice.get("world"))
+    {
+        None => None,
+        Some(value) => {
+            let name = value.as_str().ok_or("tool.sluice.world must be a string")?;
+            Some(known_world(name, "tool.sluice.world")?)
+        }
+    };
     Ok(ProjectManifest {
+        world,
         name: project
             .and_then(|project| project.get("name"))
             .and_then(toml::Value::as_str)
@@ -104,7 +139,13 @@ fn parse_package_json(text: &str) -> Result<ProjectManifest, String> {
             .find_map(|table| package[table][name].as_str())
             .map(|version| version.trim_start_matches(['=', 'v']).to_owned())
     };
+    let world = match &package["sluice"]["world"] {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(name) => Some(known_world(name, "sluice.world")?),
+        _ => return Err("sluice.world must be a string".to_owned()),
+    };
     Ok(ProjectManifest {
+        world,
         // A scoped name (`@team/handler`) names the file after its last part.
         name: package["name"]
             .as_str()
@@ -146,6 +187,20 @@ mod tests {
         assert_eq!(manifest.name.as_deref(), Some("enrich"));
         assert_eq!(manifest.jco.as_deref(), Some("1.35.0"));
         assert_eq!(manifest.componentize_js.as_deref(), Some("0.23.0"));
+    }
+
+    #[test]
+    fn a_manifest_names_the_world_its_handler_is_built_against() {
+        let python = parse_pyproject("[tool.sluice]\nworld = \"message-handler-keyvalue\"\n").unwrap();
+        assert_eq!(python.world, Some("message-handler-keyvalue"));
+        let javascript = parse_package_json(r#"{"sluice": {"world": "message-handler-http"}}"#).unwrap();
+        assert_eq!(javascript.world, Some("message-handler-http"));
+        assert_eq!(parse_package_json("{}").unwrap().world, None);
+        let error = parse_pyproject("[tool.sluice]\nworld = \"proxy\"\n").unwrap_err();
+        assert!(error.contains("tool.sluice.world: `proxy` is not a world"), "{error}");
+        assert!(error.contains("message-handler-io"), "{error}");
+        let error = parse_package_json(r#"{"sluice": {"world": 3}}"#).unwrap_err();
+        assert!(error.contains("sluice.world must be a string"), "{error}");
     }
 
     #[test]

@@ -21,18 +21,41 @@ macro_rules! template {
 /// The contract, `wit/plugin.wit`; each SDK carries it in its `wit/`.
 pub(super) const CONTRACT: EmbeddedFile = ("wit/plugin.wit", repository_file!("wit/plugin.wit"));
 
-pub(super) const RUST_SDK: &[EmbeddedFile] = &[
+/// An SDK's files: `$file`s, the contract and the standard WASI packages
+/// its `message-handler-io` world imports (`wit/deps/`).
+macro_rules! sdk_files {
+    ($($file:expr),* $(,)?) => {
+        &[
+            $($file,)*
+            CONTRACT,
+            ("wit/deps/cli/cli.wit", repository_file!("wit/deps/cli/cli.wit")),
+            ("wit/deps/clocks/clocks.wit", repository_file!("wit/deps/clocks/clocks.wit")),
+            ("wit/deps/filesystem/filesystem.wit", repository_file!("wit/deps/filesystem/filesystem.wit")),
+            ("wit/deps/http/http.wit", repository_file!("wit/deps/http/http.wit")),
+            ("wit/deps/io/io.wit", repository_file!("wit/deps/io/io.wit")),
+            ("wit/deps/random/random.wit", repository_file!("wit/deps/random/random.wit")),
+            ("wit/deps/sockets/sockets.wit", repository_file!("wit/deps/sockets/sockets.wit")),
+            ("wit/deps/keyvalue/atomic.wit", repository_file!("wit/deps/keyvalue/atomic.wit")),
+            ("wit/deps/keyvalue/batch.wit", repository_file!("wit/deps/keyvalue/batch.wit")),
+            ("wit/deps/keyvalue/store.wit", repository_file!("wit/deps/keyvalue/store.wit")),
+            ("wit/deps/keyvalue/watch.wit", repository_file!("wit/deps/keyvalue/watch.wit")),
+            ("wit/deps/keyvalue/world.wit", repository_file!("wit/deps/keyvalue/world.wit")),
+        ]
+    };
+}
+
+pub(super) const RUST_SDK: &[EmbeddedFile] = sdk_files![
     ("Cargo.toml", repository_file!("plugins/sdk/Cargo.toml")),
     ("README.md", repository_file!("plugins/sdk/README.md")),
     ("src/lib.rs", repository_file!("plugins/sdk/src/lib.rs")),
     ("src/config.rs", repository_file!("plugins/sdk/src/config.rs")),
     ("src/handler.rs", repository_file!("plugins/sdk/src/handler.rs")),
+    ("src/keyvalue.rs", repository_file!("plugins/sdk/src/keyvalue.rs")),
     ("src/log.rs", repository_file!("plugins/sdk/src/log.rs")),
     ("src/types.rs", repository_file!("plugins/sdk/src/types.rs")),
-    CONTRACT,
 ];
 
-pub(super) const PYTHON_SDK: &[EmbeddedFile] = &[
+pub(super) const PYTHON_SDK: &[EmbeddedFile] = sdk_files![
     ("pyproject.toml", repository_file!("plugins/python/sdk/pyproject.toml")),
     ("README.md", repository_file!("plugins/python/sdk/README.md")),
     (
@@ -42,6 +65,14 @@ pub(super) const PYTHON_SDK: &[EmbeddedFile] = &[
     (
         "sluice_plugin/config.py",
         repository_file!("plugins/python/sdk/sluice_plugin/config.py"),
+    ),
+    (
+        "sluice_plugin/http.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/http.py"),
+    ),
+    (
+        "sluice_plugin/keyvalue.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/keyvalue.py"),
     ),
     (
         "sluice_plugin/log.py",
@@ -59,19 +90,18 @@ pub(super) const PYTHON_SDK: &[EmbeddedFile] = &[
         "sluice_plugin/verdicts.py",
         repository_file!("plugins/python/sdk/sluice_plugin/verdicts.py"),
     ),
-    CONTRACT,
 ];
 
-pub(super) const JAVASCRIPT_SDK: &[EmbeddedFile] = &[
+pub(super) const JAVASCRIPT_SDK: &[EmbeddedFile] = sdk_files![
     ("package.json", repository_file!("plugins/js/sdk/package.json")),
     ("README.md", repository_file!("plugins/js/sdk/README.md")),
     ("sluice-plugin.js", repository_file!("plugins/js/sdk/sluice-plugin.js")),
     ("config.js", repository_file!("plugins/js/sdk/config.js")),
+    ("keyvalue.js", repository_file!("plugins/js/sdk/keyvalue.js")),
     ("log.js", repository_file!("plugins/js/sdk/log.js")),
     ("records.js", repository_file!("plugins/js/sdk/records.js")),
     ("utf8.js", repository_file!("plugins/js/sdk/utf8.js")),
     ("verdicts.js", repository_file!("plugins/js/sdk/verdicts.js")),
-    CONTRACT,
 ];
 
 /// componentize-py's pin, as `componentize-py==X.Y.Z`.

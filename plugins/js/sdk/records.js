@@ -9,7 +9,7 @@ import { decodeUtf8 } from './utf8.js';
 
 const encoder = new TextEncoder();
 
-function asBytes(data) {
+export function asBytes(data) {
   return typeof data === 'string' ? encoder.encode(data) : data;
 }
 

@@ -27,6 +27,7 @@ mod handler;
 mod types;
 
 pub mod config;
+pub mod keyvalue;
 pub mod log;
 
 pub use handler::Handler;

@@ -34,8 +34,15 @@ pub(super) fn build(step: &LanguageStep<'_>) -> Result<Candidate, ProjectError> 
         bundle_config(&std::path::absolute(&sdk).unwrap_or(sdk.clone()))?,
     )
     .map_err(ProjectError::io(format!("cannot write {}", config.display())))?;
-    // `--disable http fetch-event`: otherwise the component imports
-    // wasi:http, which the stage does not provide.
+    // StarlingMonkey's `fetch` imports wasi:http, which only a stage that
+    // grants it allows: left out unless the world asks for it. A handler
+    // never serves HTTP, so `fetch-event` (an incoming-handler export) is
+    // always left out.
+    let world = step.manifest.world.unwrap_or("message-handler");
+    let disabled: &[&str] = match world {
+        "message-handler-http" | "message-handler-io" => &["fetch-event"],
+        _ => &["http", "fetch-event"],
+    };
     run_step(
         "jco componentize",
         Command::new(&jco)
@@ -46,22 +53,29 @@ pub(super) fn build(step: &LanguageStep<'_>) -> Result<Candidate, ProjectError> 
             .arg(&config)
             .arg("--wit")
             .arg(sdk.join("wit"))
-            .args(["-n", "message-handler", "--disable", "http", "fetch-event", "-o"])
+            .args(["-n", world, "--disable"])
+            .args(disabled)
+            .arg("-o")
             .arg(step.partial),
     )?;
     Ok(Candidate::Built { stamp: Some(hash) })
 }
 
-/// Rolldown settings: `sluice-plugin` is the SDK folder; the contract's
-/// interfaces (`sluice:plugin/...`) are provided by the host at run time.
+/// Rolldown settings: `sluice-plugin` (and `sluice-plugin/keyvalue`) are
+/// the SDK folder's modules; the contract's interfaces (`sluice:plugin/...`,
+/// `wasi:...`) are provided by the host at run time.
 /// The SDK's path goes into JavaScript source, so it must be text.
 fn bundle_config(sdk: &Path) -> Result<String, ProjectError> {
-    let entry = sdk.join("sluice-plugin.js");
-    let entry = entry
-        .to_str()
-        .ok_or_else(|| ProjectError::NotText { path: entry.clone() })?;
-    let entry = serde_json::Value::from(entry);
+    let module = |file: &str| {
+        let path = sdk.join(file);
+        path.to_str()
+            .map(serde_json::Value::from)
+            .ok_or_else(|| ProjectError::NotText { path: path.clone() })
+    };
+    let (entry, keyvalue) = (module("sluice-plugin.js")?, module("keyvalue.js")?);
+    // The more specific alias first: `sluice-plugin` alone would also
+    // claim `sluice-plugin/keyvalue`.
     Ok(format!(
-        "export default {{\n  external: [/^sluice:plugin\\//],\n  resolve: {{ alias: {{ 'sluice-plugin': {entry} }} }},\n}};\n"
+        "export default {{\n  external: [/^sluice:plugin\\//, /^wasi:/],\n  resolve: {{ alias: {{ 'sluice-plugin/keyvalue': {keyvalue}, 'sluice-plugin': {entry} }} }},\n}};\n"
     ))
 }

@@ -32,7 +32,9 @@ pub(super) fn build(step: &LanguageStep<'_>) -> Result<Candidate, ProjectError> 
     command
         .arg("-d")
         .arg(sdk.join("wit"))
-        .args(["-w", "message-handler", "componentize", "handler", "-p"])
+        .arg("-w")
+        .arg(step.manifest.world.unwrap_or("message-handler"))
+        .args(["componentize", "handler", "-p"])
         .arg(step.dir)
         .arg("-p")
         .arg(&sdk);

@@ -3,7 +3,10 @@ that keep handlers short."""
 
 from typing import Optional, Union
 
-from wit_world.imports import types
+try:
+    from wit_world.imports import types
+except ImportError:  # a world with wasi:http, whose own `types` takes the name
+    from wit_world.imports import sluice_plugin_types as types
 
 from .text import decode_utf8
 

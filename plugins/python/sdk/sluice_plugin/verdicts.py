@@ -8,7 +8,10 @@ case (``Verdict_Success`` and so on) from ``wit/plugin.wit``'s bindings.
 from collections.abc import Iterable
 from typing import Optional
 
-from wit_world.imports import types
+try:
+    from wit_world.imports import types
+except ImportError:  # a world with wasi:http, whose own `types` takes the name
+    from wit_world.imports import sluice_plugin_types as types
 
 Verdict = types.Verdict
 

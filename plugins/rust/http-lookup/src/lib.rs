@@ -11,11 +11,14 @@
 //!
 //! The answer decides the verdict, which is the point of the example:
 //! - 2xx: success, the response body replaces the value;
-//! - 429 or 5xx, or the service cannot be reached: retry (the stage backs
-//!   off, then dead-letters after its last attempt);
+//! - 429 or 5xx, or the service cannot be reached: retry, after the
+//!   server's `Retry-After` (in seconds) when it sends one, else with the
+//!   stage's backoff; after its last attempt the stage dead-letters;
 //! - any other status: dead-letter, since the same request gets the same
 //!   answer;
 //! - a request the stage's grant refuses: dead-letter, naming the refusal.
+
+use std::time::Duration;
 
 use sluice_plugin::{Handler, Message, Output, Verdict, config};
 use wstd::http::{Client, ErrorCode, Request, StatusCode};
@@ -31,15 +34,24 @@ impl Handler for HttpLookup {
         let answer = wstd::runtime::block_on(async move {
             let request = Request::post(url).body(value)?;
             let mut response = Client::new().send(request).await?;
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let body = response.body_mut().contents().await?.to_vec();
-            Ok::<_, wstd::http::Error>((response.status(), body))
+            Ok::<_, wstd::http::Error>((response.status(), retry_after, body))
         });
         match answer {
-            Ok((status, body)) if status.is_success() => Verdict::success([Output::replacing_value(message, body)]),
-            Ok((status, _)) if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
-                Verdict::retry(format!("lookup answered {status}"))
+            Ok((status, _, body)) if status.is_success() => Verdict::success([Output::replacing_value(message, body)]),
+            Ok((status, retry_after, _)) if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                let reason = format!("lookup answered {status}");
+                match retry_after {
+                    Some(delay) => Verdict::retry_after(reason, delay),
+                    None => Verdict::retry(reason),
+                }
             }
-            Ok((status, _)) => Verdict::dead_letter(format!("lookup answered {status}")),
+            Ok((status, _, _)) => Verdict::dead_letter(format!("lookup answered {status}")),
             Err(error) => match error.downcast_ref::<ErrorCode>() {
                 Some(
                     code @ (ErrorCode::HttpRequestDenied

@@ -1,0 +1,97 @@
+//! Outbound HTTP through the host, next to the same requests made by a
+//! plain Rust client, against one loopback service, in one run.
+//!
+//! `cargo bench -p sluice-tests --bench http_capability` (after
+//! `scripts/build-plugins`). The `http-lookup` plugin POSTs each message's
+//! value to the service and outputs the answer; the plain client opens a
+//! connection, writes the same POST and reads the answer, as the host
+//! does (one connection per request: the host pools none, so a request
+//! never reuses a connection another origin's grant opened). The service
+//! answers at once; both sides run on this machine's cores.
+//!
+//! Only the Rust guest calls out so far; the Python and JavaScript
+//! examples come with their languages' HTTP support.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use sluice::capability::CapabilityGrants;
+use sluice::plugin::{PluginLimits, PluginSettings, Verdict};
+use sluice_tests::lookup_service::LookupService;
+use sluice_tests::{TestRuntime, rust_plugin, text_message};
+
+const REQUESTS: usize = 3_000;
+
+fn main() {
+    let service = LookupService::start();
+    let plain = plain_client(service.address);
+    let host = through_host(&service);
+    println!("outbound HTTP, {REQUESTS} POSTs of 5 bytes to a loopback service answering at once");
+    println!("  plain Rust client (std TcpStream)   {plain:>8.0} requests/s");
+    println!("  sluice, Rust http-lookup plugin     {host:>8.0} requests/s");
+    println!("  sluice / plain = {:.2}", host / plain);
+}
+
+/// Requests per second made by the plugin, one message per call.
+fn through_host(service: &LookupService) -> f64 {
+    let test = TestRuntime::new();
+    let grants: CapabilityGrants = toml::from_str(&format!(
+        "[http]\nallowed_origins = [\"{}\"]\nallowed_addresses = [\"127.0.0.1\"]\n",
+        service.origin()
+    ))
+    .expect("grant");
+    let settings = PluginSettings {
+        limits: PluginLimits {
+            deadline_ms: 5_000,
+            ..PluginLimits::default()
+        },
+        config: [("lookup-url".to_owned(), service.lookup_url())].into(),
+        capabilities: Some(grants),
+    };
+    let plugin = test
+        .runtime
+        .load_file(&rust_plugin("http-lookup"), settings)
+        .expect("http-lookup loads");
+    let mut worker = plugin.worker();
+    // The plugin's requests run on a tokio runtime, as in a stage.
+    let runtime = tokio::runtime::Runtime::new().expect("tokio");
+    let _entered = runtime.enter();
+    let message = text_message(0, "hello");
+    let started = Instant::now();
+    for _ in 0..REQUESTS {
+        let verdict = worker.handle(&message).expect("call");
+        assert!(matches!(verdict, Verdict::Success(_)), "{verdict:?}");
+    }
+    REQUESTS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Requests per second of a plain client doing what the host does.
+fn plain_client(address: SocketAddr) -> f64 {
+    let started = Instant::now();
+    for _ in 0..REQUESTS {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let request = format!(
+            "POST /lookup HTTP/1.1\r\nhost: {address}\r\ncontent-length: 5\r\ncontent-type: application/octet-stream\r\n\r\nhello"
+        );
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut reader = BufReader::new(stream);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("read");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().expect("length");
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).expect("body");
+        assert_eq!(body, b"looked-up:hello");
+    }
+    REQUESTS as f64 / started.elapsed().as_secs_f64()
+}
