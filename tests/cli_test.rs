@@ -382,3 +382,48 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn with_a_stage_file_the_plugin_gets_the_stage_grants_and_config() {
+    let dir = TempDir::new().unwrap();
+    let input = dir.path().join("messages.jsonl");
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"partition\": 0, \"offset\": 1, \"key\": \"a\", \"value\": \"x\"}\n",
+            "{\"partition\": 0, \"offset\": 2, \"key\": \"b\", \"value\": \"x\"}\n",
+            "{\"partition\": 0, \"offset\": 3, \"key\": \"a\", \"value\": \"x\"}\n",
+        ),
+    )
+    .unwrap();
+    let stage = dir.path().join("stage.toml");
+    std::fs::write(
+        &stage,
+        format!(
+            "[stage]\nname = \"counting\"\n\n[plugin]\npath = {:?}\n\n[plugin.config]\nbucket = \"tallies\"\n\n[plugin.capabilities.keyvalue]\nbuckets = [\"tallies\"]\n\n[kafka]\nbrokers = \"localhost:9092\"\ngroup_id = \"g\"\ninput_topics = \"in\"\noutput_topic = \"out\"\ndead_letter_topic = \"dlq\"\n",
+            rust_plugin("count-by-key")
+        ),
+    )
+    .unwrap();
+
+    let counted = stdout_of(&sluice_test(
+        "count-by-key",
+        &input,
+        &["--stage", stage.to_str().unwrap()],
+    ));
+    let values: Vec<&str> = counted
+        .lines()
+        .map(|line| {
+            let start = line.find("\"value\":\"").expect("an output value") + 9;
+            &line[start..start + line[start..].find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(values, ["1", "1", "2"], "{counted}");
+
+    // Without the stage nothing is granted: the plugin sees the refusal.
+    let refused = stdout_of(&sluice_test("count-by-key", &input, &[]));
+    assert!(
+        refused.contains("\"reason\":\"count-by-key: the stage does not grant bucket `default`\""),
+        "{refused}"
+    );
+}

@@ -7,10 +7,9 @@
 //! connection, writes the same POST and reads the answer, as the host
 //! does (one connection per request: the host pools none, so a request
 //! never reuses a connection another origin's grant opened). The service
-//! answers at once; both sides run on this machine's cores.
-//!
-//! Only the Rust guest calls out so far; the Python and JavaScript
-//! examples come with their languages' HTTP support.
+//! answers at once; both sides run on this machine's cores. Each language's
+//! `http-lookup` runs the same requests: Rust over `wstd`, Python over the
+//! SDK's `sluice_plugin.http`, JavaScript over `fetch`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,22 +18,24 @@ use std::time::{Duration, Instant};
 use sluice::capability::CapabilityGrants;
 use sluice::plugin::{PluginLimits, PluginSettings, Verdict};
 use sluice_tests::lookup_service::LookupService;
-use sluice_tests::{TestRuntime, rust_plugin, text_message};
+use sluice_tests::{Language, TestRuntime, text_message};
 
 const REQUESTS: usize = 3_000;
 
 fn main() {
     let service = LookupService::start();
     let plain = plain_client(service.address);
-    let host = through_host(&service);
     println!("outbound HTTP, {REQUESTS} POSTs of 5 bytes to a loopback service answering at once");
-    println!("  plain Rust client (std TcpStream)   {plain:>8.0} requests/s");
-    println!("  sluice, Rust http-lookup plugin     {host:>8.0} requests/s");
-    println!("  sluice / plain = {:.2}", host / plain);
+    println!("  plain Rust client (std TcpStream)       {plain:>8.0} requests/s");
+    for language in Language::ALL {
+        let host = through_host(&service, language);
+        let name = format!("sluice, {language:?} http-lookup plugin");
+        println!("  {name:<38}  {host:>8.0} requests/s   {:.2} x plain", host / plain);
+    }
 }
 
 /// Requests per second made by the plugin, one message per call.
-fn through_host(service: &LookupService) -> f64 {
+fn through_host(service: &LookupService, language: Language) -> f64 {
     let test = TestRuntime::new();
     let grants: CapabilityGrants = toml::from_str(&format!(
         "[http]\nallowed_origins = [\"{}\"]\nallowed_addresses = [\"127.0.0.1\"]\n",
@@ -51,13 +52,15 @@ fn through_host(service: &LookupService) -> f64 {
     };
     let plugin = test
         .runtime
-        .load_file(&rust_plugin("http-lookup"), settings)
+        .load_file(&language.plugin("http-lookup"), settings)
         .expect("http-lookup loads");
     let mut worker = plugin.worker();
     // The plugin's requests run on a tokio runtime, as in a stage.
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
     let _entered = runtime.enter();
     let message = text_message(0, "hello");
+    // The first call of a Python or JavaScript instance warms it up.
+    worker.handle(&message).expect("warm-up call");
     let started = Instant::now();
     for _ in 0..REQUESTS {
         let verdict = worker.handle(&message).expect("call");

@@ -112,6 +112,10 @@ fn the_service_answer_drives_the_verdict() {
         dead_letter_reason(lookup(&plugin, "status:404")),
         "lookup answered 404 Not Found"
     );
+    let Verdict::Retry(retry) = lookup(&plugin, "hang-up") else {
+        panic!("a connection closed without an answer is worth a retry");
+    };
+    assert!(retry.reason.starts_with("lookup failed: "), "{}", retry.reason);
 }
 
 #[test]
@@ -177,13 +181,13 @@ fn a_slow_service_times_out_at_the_granted_timeout() {
     );
 }
 
-#[test]
-fn a_secret_header_is_added_by_the_host_over_tls() {
+/// A TLS service and a grant that sends it `authorization: Bearer s3cr3t`
+/// from a secret file (kept in the returned folder).
+fn service_with_secret() -> (tempfile::TempDir, LookupService, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let certificate = tls::self_signed(dir.path(), "lookup", -1, 30);
     let secret = dir.path().join("token");
     std::fs::write(&secret, "s3cr3t\n").expect("secret file");
-    let test = TestRuntime::new();
     let service = LookupService::start_tls(&certificate);
     let grant = format!(
         "{}ca_file = {:?}\n[[http.secret_headers]]\norigin = \"{}\"\nheader = \"authorization\"\nsecret = \"token\"\nprefix = \"Bearer \"\n[secrets]\ntoken = {{ file = {:?} }}\n",
@@ -192,6 +196,13 @@ fn a_secret_header_is_added_by_the_host_over_tls() {
         service.origin(),
         secret,
     );
+    (dir, service, grant)
+}
+
+#[test]
+fn a_secret_header_is_added_by_the_host_over_tls() {
+    let (_dir, service, grant) = service_with_secret();
+    let test = TestRuntime::new();
     let plugin = load(&test, &service.lookup_url(), &grant).expect("granted");
 
     let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
@@ -360,4 +371,65 @@ fn the_webhook_sends_one_idempotency_key_per_message_in_every_language() {
         .map(|request| request.header("idempotency-key").unwrap_or("<none>").to_owned())
         .collect();
     assert_eq!(keys, expected_keys);
+}
+
+#[test]
+fn the_plugin_cannot_read_the_secret_the_host_adds_by_any_way_it_has() {
+    let (_dir, service, grant) = service_with_secret();
+    let test = TestRuntime::new();
+    let plugin = load_configured(
+        &test,
+        &rust_plugin("secret-probe"),
+        &[("url", &service.lookup_url())],
+        &grant,
+    )
+    .expect("granted");
+
+    let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
+        panic!("the probe runs");
+    };
+    let found = String::from_utf8(outputs[0].value.clone().expect("a value")).expect("text");
+    assert!(!found.contains("s3cr3t"), "the secret leaked into the plugin:\n{found}");
+    assert!(found.contains("environment: []"), "{found}");
+    assert!(
+        found.contains("own authorization header: Err("),
+        "setting the secret's header is refused:\n{found}"
+    );
+    assert!(found.contains("response body: looked-up:hello"), "{found}");
+    let authorizations: Vec<Option<String>> = service
+        .requests()
+        .iter()
+        .map(|request| request.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        authorizations,
+        [Some("Bearer s3cr3t".to_owned())],
+        "one request went out, with the host's header and not the plugin's"
+    );
+}
+
+#[test]
+fn a_granted_name_that_resolves_to_loopback_is_refused_counted_and_never_connected() {
+    let service = LookupService::start();
+    let test = TestRuntime::new();
+    // `localhost` looks like any granted name, but resolves to 127.0.0.1,
+    // which the grant does not list.
+    let origin = format!("http://localhost:{}", service.address.port());
+    let grant = format!("[http]\nallowed_origins = [\"{origin}\"]\n");
+    let plugin = load(&test, &format!("{origin}/lookup"), &grant).expect("granted");
+    let metrics = sluice::observe::metrics::prometheus().expect("the test process's recorder");
+
+    let reason = dead_letter_reason(lookup(&plugin, "hello"));
+    assert!(reason.contains("DestinationIpProhibited"), "{reason}");
+    assert!(service.requests().is_empty(), "no connection was made");
+    let rendered = metrics.render();
+    let refused = rendered
+        .lines()
+        .find(|line| {
+            line.starts_with("sluice_plugin_http_requests_total{")
+                && line.contains(&format!("origin=\"{origin}\""))
+                && line.contains("outcome=\"refused\"")
+        })
+        .unwrap_or_else(|| panic!("the refusal is counted:\n{rendered}"));
+    assert!(refused.ends_with(" 1"), "{refused}");
 }

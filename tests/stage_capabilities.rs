@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, create_topics, produce, read_topic, wait_for_commits};
-use sluice_tests::lookup_service::LookupService;
-use sluice_tests::rust_plugin;
+use sluice_tests::lookup_service::{LookupService, SeenRequest};
 use sluice_tests::stage::StageFile;
+use sluice_tests::{Language, rust_plugin, shared_plugin_cache};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(2);
@@ -23,58 +23,82 @@ fn lookup_tables(service: &LookupService) -> String {
 }
 
 #[test]
-fn answers_become_outputs_and_dead_letters_and_every_offset_is_committed() {
+fn answers_become_outputs_and_dead_letters_and_every_offset_is_committed_in_every_language() {
     let broker = Broker::start();
     let brokers = broker.bootstrap_servers();
-    create_topics(&brokers, &["ids", "ids-found", "ids-dlq"], 1);
     let service = LookupService::start();
-    let values = ["a", "status:404", "b", "c"];
-    let inputs: Vec<Input> = values
-        .iter()
-        .enumerate()
-        .map(|(n, value)| Input::text(0, &format!("key-{n}"), value))
-        .collect();
-    produce(&brokers, "ids", &inputs);
-    let stage = StageFile::for_plugin(
-        &brokers,
-        "http-lookup",
-        "lookup",
-        ["ids", "ids-found", "ids-dlq"],
-        &lookup_tables(&service),
-    );
+    let mut requests_before = 0;
+    for language in Language::ALL {
+        let name = format!("{language:?}").to_lowercase();
+        // The last is answered 429 with `Retry-After: 2` once, then 200.
+        let recovering = format!("once:429:{name}");
+        let values = ["a", "status:404", "b", "c", recovering.as_str()];
+        let topics = [
+            format!("ids-{name}"),
+            format!("ids-{name}-found"),
+            format!("ids-{name}-dlq"),
+        ];
+        let topics = [topics[0].as_str(), topics[1].as_str(), topics[2].as_str()];
+        create_topics(&brokers, &topics, 1);
+        let inputs: Vec<Input> = values
+            .iter()
+            .enumerate()
+            .map(|(n, value)| Input::text(0, &format!("key-{n}"), value))
+            .collect();
+        produce(&brokers, topics[0], &inputs);
+        let group = format!("lookup-{name}");
+        let stage = StageFile::for_plugin_file(
+            &brokers,
+            &language.plugin("http-lookup"),
+            &group,
+            topics,
+            &lookup_tables(&service),
+        )
+        .sharing_cache(&shared_plugin_cache());
 
-    let process = stage.start("stage.log");
-    let outputs = read_topic(&brokers, "ids-found", 3, LIMIT, SETTLE);
-    let dead_letters = read_topic(&brokers, "ids-dlq", 1, LIMIT, SETTLE);
-    let committed = wait_for_commits(&brokers, "lookup", "ids", &[Some(4)], Duration::from_secs(30));
+        let process = stage.start("stage.log");
+        let outputs = read_topic(&brokers, topics[1], 4, LIMIT, SETTLE);
+        let dead_letters = read_topic(&brokers, topics[2], 1, LIMIT, SETTLE);
+        let committed = wait_for_commits(&brokers, &group, topics[0], &[Some(5)], Duration::from_secs(30));
 
-    let found: Vec<(String, String)> = outputs
-        .iter()
-        .map(|record| (record.key_text(), record.value_text()))
-        .collect();
-    assert_eq!(
-        found,
-        [
-            ("key-0".to_owned(), "looked-up:a".to_owned()),
-            ("key-2".to_owned(), "looked-up:b".to_owned()),
-            ("key-3".to_owned(), "looked-up:c".to_owned()),
-        ],
-        "log:\n{}",
-        process.log()
-    );
-    assert_eq!(dead_letters.len(), 1);
-    assert_eq!(dead_letters[0].key_text(), "key-1");
-    assert_eq!(
-        dead_letters[0].header("sluice.reason").as_deref(),
-        Some("lookup answered 404 Not Found")
-    );
-    assert_eq!(committed, [Some(4)]);
-    let bodies: Vec<Vec<u8>> = service.requests().into_iter().map(|request| request.body).collect();
-    assert_eq!(
-        bodies,
-        values.map(|value| value.as_bytes().to_vec()),
-        "one request per message, in order"
-    );
+        let found: Vec<(String, String)> = outputs
+            .iter()
+            .map(|record| (record.key_text(), record.value_text()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("key-0".to_owned(), "looked-up:a".to_owned()),
+                ("key-2".to_owned(), "looked-up:b".to_owned()),
+                ("key-3".to_owned(), "looked-up:c".to_owned()),
+                ("key-4".to_owned(), format!("looked-up:{recovering}")),
+            ],
+            "{language:?}; log:\n{}",
+            process.log()
+        );
+        assert_eq!(dead_letters.len(), 1, "{language:?}");
+        assert_eq!(dead_letters[0].key_text(), "key-1");
+        assert_eq!(
+            dead_letters[0].header("sluice.reason").as_deref(),
+            Some("lookup answered 404 Not Found"),
+            "{language:?}"
+        );
+        assert_eq!(committed, [Some(5)], "{language:?}");
+
+        // One request per message, in order; the recovering one twice, the
+        // second after the delay its 429 asked for.
+        let requests: Vec<SeenRequest> = service.requests().into_iter().skip(requests_before).collect();
+        let bodies: Vec<&[u8]> = requests.iter().map(|request| request.body.as_slice()).collect();
+        let mut expected: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
+        expected.push(recovering.as_bytes());
+        assert_eq!(bodies, expected, "{language:?}");
+        let waited = requests[5].at - requests[4].at;
+        assert!(
+            waited >= Duration::from_millis(1_900),
+            "{language:?}: retried after {waited:?}, not after the 2 s Retry-After"
+        );
+        requests_before += requests.len();
+    }
 }
 
 #[test]

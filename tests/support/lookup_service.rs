@@ -3,6 +3,9 @@
 //!
 //! What it answers depends on the body it is POSTed:
 //! - `status:NNN`: status NNN (429 and 503 with `Retry-After: 2`);
+//! - `once:NNN[:TAG]`: status NNN the first time this body is sent, then
+//!   as anything else (a service that recovers; a tag keeps bodies apart);
+//! - `hang-up`: the connection is closed without an answer;
 //! - `big`: 200 with 64 KiB;
 //! - `slow`: 200 after two seconds;
 //! - anything else: 200 with `looked-up:<body>`.
@@ -12,7 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
 
@@ -26,6 +29,8 @@ pub struct SeenRequest {
     /// Names in lowercase.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the service read it.
+    pub at: Instant,
 }
 
 impl SeenRequest {
@@ -134,8 +139,22 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
     let Some(request) = read_request(&mut reader) else {
         return;
     };
-    requests.lock().unwrap().push(request.clone());
+    let first_time = {
+        let mut requests = requests.lock().unwrap();
+        let seen = requests.iter().any(|earlier| earlier.body == request.body);
+        requests.push(request.clone());
+        !seen
+    };
     let (status, body) = match std::str::from_utf8(&request.body).unwrap_or("") {
+        "hang-up" => return,
+        text if text.starts_with("once:") && first_time => {
+            let status: u16 = text["once:".len()..]
+                .split(':')
+                .next()
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(500);
+            (status, format!("status {status}").into_bytes())
+        }
         text if text.starts_with("status:") => {
             let status: u16 = text["status:".len()..].parse().unwrap_or(500);
             (status, format!("status {status}").into_bytes())
@@ -218,5 +237,6 @@ fn read_request(reader: &mut impl BufRead) -> Option<SeenRequest> {
         path,
         headers,
         body,
+        at: Instant::now(),
     })
 }

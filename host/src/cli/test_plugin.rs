@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -8,7 +7,7 @@ use anyhow::{Context, bail};
 
 use super::expected_results;
 use super::jsonl;
-use crate::plugin::{Message, PluginLimits, PluginRuntime, PluginSettings, PluginWorker};
+use crate::plugin::{Message, PluginRuntime, PluginSettings, PluginWorker};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TestArgs {
@@ -30,10 +29,9 @@ pub(crate) struct TestArgs {
     batch: Option<u32>,
 
     /// Per-call deadline in milliseconds (1 to 600000, as
-    /// `plugin.limits.deadline_ms`).
-    #[arg(long, value_name = "MS", default_value_t = PluginLimits::default().deadline_ms,
-          value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    deadline_ms: u64,
+    /// `plugin.limits.deadline_ms`; default the stage's, else 1000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    deadline_ms: Option<u64>,
 
     /// Compare the results with the lines of this file (the format this
     /// command prints) instead of printing them; exit 1 with each differing
@@ -46,10 +44,17 @@ pub(crate) struct TestArgs {
     update: bool,
 
     /// Memory cap per instance in MiB (1 to 4096, as
-    /// `plugin.limits.memory_mib`).
-    #[arg(long, value_name = "MIB", default_value_t = PluginLimits::default().memory_mib,
-          value_parser = clap::value_parser!(u64).range(1..=4096))]
-    memory_mib: u64,
+    /// `plugin.limits.memory_mib`; default the stage's, else 64).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    memory_mib: Option<u64>,
+
+    /// Run the plugin as this stage file would: its `[plugin.config]`
+    /// (`--config` adds to it), its limits, and its capability grants, so a
+    /// handler that calls out reaches what the stage grants (its origins,
+    /// its key-value buckets) and nothing else. Without it, every request
+    /// and bucket is denied.
+    #[arg(long, value_name = "FILE")]
+    stage: Option<PathBuf>,
 }
 
 fn parse_config_pair(text: &str) -> Result<(String, String), String> {
@@ -63,15 +68,17 @@ fn parse_config_pair(text: &str) -> Result<(String, String), String> {
 /// or, with `--expect`, compare them with the expected ones. Results are
 /// streamed when printed, so `-` works interactively.
 pub(crate) fn run(runtime: &PluginRuntime, args: TestArgs) -> anyhow::Result<ExitCode> {
-    let settings = PluginSettings {
-        limits: PluginLimits {
-            memory_mib: args.memory_mib,
-            deadline_ms: args.deadline_ms,
-            ..PluginLimits::default()
-        },
-        config: args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
-        ..PluginSettings::default()
+    let mut settings = match &args.stage {
+        Some(stage) => PluginSettings::of_stage(&crate::config::load(stage)?.plugin),
+        None => PluginSettings::default(),
     };
+    settings.config.extend(args.config.iter().cloned());
+    if let Some(memory_mib) = args.memory_mib {
+        settings.limits.memory_mib = memory_mib;
+    }
+    if let Some(deadline_ms) = args.deadline_ms {
+        settings.limits.deadline_ms = deadline_ms;
+    }
     let plugin = runtime.load_file(&args.plugin, settings)?;
     let input: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
         Box::new(io::stdin().lock())

@@ -142,7 +142,7 @@ pub(super) fn shared_backend(
         return Ok(backend.clone());
     }
     let backend = Arc::new(match redis_url {
-        None => KeyValueBackend::Memory(MemoryEntries::new(namespace, memory_max_bytes)),
+        None => KeyValueBackend::Memory(MemoryEntries::new(memory_max_bytes)),
         Some(url) => KeyValueBackend::Redis(RedisEntries::open(namespace, url, timeout)?),
     });
     backends.insert(identity, backend.clone());

@@ -39,8 +39,8 @@ fn size(key: &str, value: &[u8]) -> u64 {
 }
 
 impl MemoryEntries {
-    /// `_namespace` is implied: one instance serves one stage.
-    pub fn new(_namespace: &str, max_bytes: u64) -> Self {
+    /// One instance serves one stage, so keys need no namespace.
+    pub fn new(max_bytes: u64) -> Self {
         MemoryEntries {
             state: Mutex::default(),
             max_bytes,
@@ -206,7 +206,7 @@ mod tests {
     use super::*;
 
     fn entries(max_bytes: u64) -> MemoryEntries {
-        MemoryEntries::new("stage", max_bytes)
+        MemoryEntries::new(max_bytes)
     }
 
     #[test]
