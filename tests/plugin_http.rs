@@ -90,6 +90,35 @@ fn a_granted_request_reaches_the_service_and_its_answer_is_the_output() {
     assert_eq!(requests[0].path, "/lookup");
     assert_eq!(requests[0].body, b"hello");
     assert_eq!(requests[0].header("host"), Some(service.address.to_string().as_str()));
+    let origin = service.origin();
+    assert_eq!(
+        counted("sluice_plugin_http_request_bytes_total", &origin).as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        counted("sluice_plugin_http_response_bytes_total", &origin).as_deref(),
+        Some("15")
+    );
+    let rendered = sluice::observe::metrics::prometheus().expect("recorder").render();
+    assert!(
+        rendered
+            .lines()
+            .any(|line| line.starts_with("sluice_plugin_http_requests_total{")
+                && line.contains(&format!("origin=\"{origin}\""))
+                && line.contains("outcome=\"2xx\"")
+                && line.ends_with(" 1")),
+        "{rendered}"
+    );
+}
+
+/// The value of counter `name` for granted origin `origin`, as `/metrics`
+/// shows it (each test's service has a port, so an origin, of its own).
+fn counted(name: &str, origin: &str) -> Option<String> {
+    let rendered = sluice::observe::metrics::prometheus().expect("recorder").render();
+    let line = rendered
+        .lines()
+        .find(|line| line.starts_with(&format!("{name}{{")) && line.contains(&format!("origin=\"{origin}\"")))?;
+    line.rsplit(' ').next().map(str::to_owned)
 }
 
 #[test]

@@ -33,7 +33,9 @@ use wasmtime_wasi_http::{
 use super::capped_body::CappedBody;
 use super::http_grant::HttpGrant;
 use super::origin::{Origin, Scheme};
-use crate::observe::metrics::{PLUGIN_HTTP_REQUESTS, PLUGIN_HTTP_RESPONSE_BYTES, PLUGIN_HTTP_SECONDS};
+use crate::observe::metrics::{
+    PLUGIN_HTTP_REQUEST_BYTES, PLUGIN_HTTP_REQUESTS, PLUGIN_HTTP_RESPONSE_BYTES, PLUGIN_HTTP_SECONDS,
+};
 use crate::observe::{LogThrottle, TRACEPARENT_HEADER, TraceParent};
 use tracing::Instrument;
 
@@ -284,7 +286,16 @@ async fn send(
         .to_owned();
     *request.uri_mut() =
         Uri::try_from(path).map_err(|_| failed("error", "bad path".to_owned(), Error::HttpRequestUriInvalid))?;
-    let request = request.map(|()| body.take());
+    // Request body bytes, counted as hyper sends them.
+    let sent = metrics::counter!(PLUGIN_HTTP_REQUEST_BYTES, "origin" => label.clone());
+    let request = request.map(|()| {
+        body.take().map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                sent.increment(data.len() as u64);
+            }
+            frame
+        })
+    });
 
     let first_byte_by = Instant::now() + shorter(options.and_then(|options| options.first_byte_timeout));
     let exchange = async {

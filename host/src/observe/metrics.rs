@@ -51,6 +51,8 @@ pub const IN_FLIGHT_BYTES: &str = "sluice_in_flight_bytes";
 /// (`denied` when none) and outcome: `2xx`..`5xx`, `denied`, `limited`,
 /// `refused` (an internal address), `timeout`, `too_large`, `error`.
 pub const PLUGIN_HTTP_REQUESTS: &str = "sluice_plugin_http_requests_total";
+/// Request body bytes plugins sent, by granted origin pattern.
+pub const PLUGIN_HTTP_REQUEST_BYTES: &str = "sluice_plugin_http_request_bytes_total";
 /// Response body bytes plugins read, by granted origin pattern.
 pub const PLUGIN_HTTP_RESPONSE_BYTES: &str = "sluice_plugin_http_response_bytes_total";
 /// Plugin HTTP requests from the plugin's call to the response head.
@@ -134,6 +136,11 @@ fn describe() {
     describe_counter!(
         PLUGIN_HTTP_REQUESTS,
         "HTTP requests plugins made, by granted origin and outcome"
+    );
+    describe_counter!(
+        PLUGIN_HTTP_REQUEST_BYTES,
+        Unit::Bytes,
+        "Request body bytes plugins sent, by granted origin"
     );
     describe_counter!(
         PLUGIN_HTTP_RESPONSE_BYTES,
