@@ -82,17 +82,25 @@ pub fn load(path: &Path) -> Result<StageConfig, ConfigError> {
     if let Some(keyvalue) = &mut config.plugin.capabilities.keyvalue {
         keyvalue.namespace = config.stage.name.clone();
         // The stage's Redis, unless the grant names its own or asks for
-        // memory; a Redis Cluster's seeds are not a single Redis.
-        let dedup_redis = config
-            .dedup
-            .as_ref()
-            .filter(|dedup| !dedup.redis_cluster)
-            .and_then(|dedup| match dedup.redis_url.as_deref() {
-                Some([url]) => Some(url.clone()),
-                _ => None,
-            });
+        // memory. The store speaks to a single Redis: a stage deduplicating
+        // on a Redis Cluster says which Redis (or memory) it wants, rather
+        // than getting memory without being told.
+        let dedup_urls = config.dedup.as_ref().and_then(|dedup| {
+            let urls = dedup.redis_url.as_deref()?;
+            Some((urls, dedup.redis_cluster))
+        });
         if keyvalue.redis_url.is_none() && keyvalue.backend != Some(BackendKind::Memory) {
-            keyvalue.redis_url = dedup_redis;
+            match dedup_urls {
+                Some(([url], false)) => keyvalue.redis_url = Some(url.clone()),
+                Some(_) => {
+                    return Err(ConfigError::BadValue {
+                        path: path.to_owned(),
+                        key: "plugin.capabilities.keyvalue.redis_url",
+                        reason: "must be set when dedup uses a Redis Cluster (the key-value store speaks to one Redis); or set backend = \"memory\"".to_owned(),
+                    });
+                }
+                None => {}
+            }
         }
     }
     validate(&config).map_err(|(key, reason)| ConfigError::BadValue {
@@ -754,6 +762,35 @@ mod tests {
                 assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
             }
         }
+    }
+
+    #[test]
+    fn the_keyvalue_store_takes_the_stage_name_and_its_single_redis_or_says_what_to_set() {
+        let mut doc = Doc::minimal();
+        doc.set("plugin.capabilities.keyvalue.buckets", "\"default\"");
+        let config = load_doc(&doc).expect("memory");
+        let keyvalue = config.plugin.capabilities.keyvalue.expect("granted");
+        assert_eq!(keyvalue.namespace, "bounded");
+        assert_eq!(keyvalue.redis_url, None, "no Redis anywhere: memory");
+
+        doc.set("dedup.key", "\"message-key\"");
+        doc.set("dedup.redis_url", "\"redis://10.0.0.5:6379/2\"");
+        let config = load_doc(&doc).expect("the stage's Redis");
+        let keyvalue = config.plugin.capabilities.keyvalue.expect("granted");
+        assert_eq!(keyvalue.redis_url.as_deref(), Some("redis://10.0.0.5:6379/2"));
+
+        doc.set(
+            "dedup.redis_url",
+            "[\"redis://10.0.0.5:7000\", \"redis://10.0.0.6:7000\"]",
+        );
+        doc.set("dedup.redis_cluster", "true");
+        let error = load_doc(&doc).expect_err("a cluster is not a single Redis").to_string();
+        assert!(
+            error.contains("`plugin.capabilities.keyvalue.redis_url` must be set when dedup uses a Redis Cluster"),
+            "{error}"
+        );
+        doc.set("plugin.capabilities.keyvalue.backend", "\"memory\"");
+        load_doc(&doc).expect("memory, as asked");
     }
 
     #[test]
