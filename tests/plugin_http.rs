@@ -28,6 +28,9 @@ fn load_configured(
     config: &[(&str, &str)],
     capabilities: &str,
 ) -> Result<Plugin, String> {
+    // The recorder must be in place before a request is counted, or the
+    // counts go nowhere and the tests that read them see none.
+    sluice::observe::metrics::prometheus().expect("the test process's recorder");
     let grants: CapabilityGrants = toml::from_str(capabilities).expect("capabilities TOML");
     let settings = PluginSettings {
         limits: PluginLimits {
@@ -99,25 +102,33 @@ fn a_granted_request_reaches_the_service_and_its_answer_is_the_output() {
         counted("sluice_plugin_http_response_bytes_total", &origin).as_deref(),
         Some("15")
     );
-    let rendered = sluice::observe::metrics::prometheus().expect("recorder").render();
-    assert!(
-        rendered
-            .lines()
-            .any(|line| line.starts_with("sluice_plugin_http_requests_total{")
-                && line.contains(&format!("origin=\"{origin}\""))
-                && line.contains("outcome=\"2xx\"")
-                && line.ends_with(" 1")),
-        "{rendered}"
+    assert_eq!(
+        counted_outcome("sluice_plugin_http_requests_total", &origin, "2xx").as_deref(),
+        Some("1")
     );
 }
 
 /// The value of counter `name` for granted origin `origin`, as `/metrics`
 /// shows it (each test's service has a port, so an origin, of its own).
 fn counted(name: &str, origin: &str) -> Option<String> {
+    metric_value(name, &[format!("origin=\"{origin}\"")])
+}
+
+/// The same, for the series with this `outcome` label too.
+fn counted_outcome(name: &str, origin: &str, outcome: &str) -> Option<String> {
+    metric_value(
+        name,
+        &[format!("origin=\"{origin}\""), format!("outcome=\"{outcome}\"")],
+    )
+}
+
+/// The value of the first series of `name` whose labels include each of
+/// `labels` (`key="value"`), read off the test process's recorder.
+fn metric_value(name: &str, labels: &[String]) -> Option<String> {
     let rendered = sluice::observe::metrics::prometheus().expect("recorder").render();
-    let line = rendered
-        .lines()
-        .find(|line| line.starts_with(&format!("{name}{{")) && line.contains(&format!("origin=\"{origin}\"")))?;
+    let line = rendered.lines().find(|line| {
+        line.starts_with(&format!("{name}{{")) && labels.iter().all(|label| line.contains(label.as_str()))
+    })?;
     line.rsplit(' ').next().map(str::to_owned)
 }
 
@@ -446,19 +457,13 @@ fn a_granted_name_that_resolves_to_loopback_is_refused_counted_and_never_connect
     let origin = format!("http://localhost:{}", service.address.port());
     let grant = format!("[http]\nallowed_origins = [\"{origin}\"]\n");
     let plugin = load(&test, &format!("{origin}/lookup"), &grant).expect("granted");
-    let metrics = sluice::observe::metrics::prometheus().expect("the test process's recorder");
 
     let reason = dead_letter_reason(lookup(&plugin, "hello"));
     assert!(reason.contains("DestinationIpProhibited"), "{reason}");
     assert!(service.requests().is_empty(), "no connection was made");
-    let rendered = metrics.render();
-    let refused = rendered
-        .lines()
-        .find(|line| {
-            line.starts_with("sluice_plugin_http_requests_total{")
-                && line.contains(&format!("origin=\"{origin}\""))
-                && line.contains("outcome=\"refused\"")
-        })
-        .unwrap_or_else(|| panic!("the refusal is counted:\n{rendered}"));
-    assert!(refused.ends_with(" 1"), "{refused}");
+    assert_eq!(
+        counted_outcome("sluice_plugin_http_requests_total", &origin, "refused").as_deref(),
+        Some("1"),
+        "the refusal is counted"
+    );
 }

@@ -8,6 +8,7 @@
 //! wake-up for a burst of acknowledgements instead of a future per record.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use futures::FutureExt;
@@ -146,15 +147,16 @@ impl<T> DeliveriesInFlight<T> {
 
     fn apply(&mut self, report: DeliveryReport) {
         // An unknown token is a record of a send that was told to stop.
-        let Some(waiting) = self.waiting.get_mut(&report.token) else {
+        let Entry::Occupied(mut entry) = self.waiting.entry(report.token) else {
             return;
         };
+        let waiting = entry.get_mut();
         waiting.outstanding -= 1;
         if let Some(failure) = report.failure {
             waiting.failed.push(*failure);
         }
         if waiting.outstanding == 0 {
-            let Waiting { item, failed, .. } = self.waiting.remove(&report.token).expect("present above");
+            let Waiting { item, failed, .. } = entry.remove();
             self.settled.push(Settled { item, failed });
         }
     }

@@ -136,8 +136,6 @@ impl KeyValueAccess {
         }
     }
 
-    /// The grant, for an operation on an open bucket (which only a grant
-    /// lets the plugin hold).
     fn grant(&self) -> Result<Arc<KeyValueGrant>, KeyValueError> {
         self.grant.clone().ok_or(KeyValueError::AccessDenied)
     }
@@ -171,8 +169,11 @@ pub struct KeyValueView<'a> {
 }
 
 impl KeyValueView<'_> {
-    fn bucket_name(&self, bucket: &Resource<OpenBucket>) -> Result<String, KeyValueError> {
-        Ok(self.table.get(bucket)?.name.clone())
+    /// The open bucket's name and the grant an operation on it runs under
+    /// (only a grant lets the plugin hold a bucket).
+    fn bucket(&self, bucket: &Resource<OpenBucket>) -> Result<(String, Arc<KeyValueGrant>), KeyValueError> {
+        let name = self.table.get(bucket)?.name.clone();
+        Ok((name, self.access.grant()?))
     }
 }
 
@@ -204,15 +205,13 @@ impl store::Host for KeyValueView<'_> {
 
 impl store::HostBucket for KeyValueView<'_> {
     fn get(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<Option<Vec<u8>>, KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         self.access
             .run("get", grant.timeout(), grant.backend().get(&name, &key))
     }
 
     fn set(&mut self, bucket: Resource<OpenBucket>, key: String, value: Vec<u8>) -> Result<(), KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         self.access.check_sizes("set", &grant, [value.as_slice()])?;
         self.access.run(
             "set",
@@ -222,15 +221,13 @@ impl store::HostBucket for KeyValueView<'_> {
     }
 
     fn delete(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<(), KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         self.access
             .run("delete", grant.timeout(), grant.backend().delete(&name, &key))
     }
 
     fn exists(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<bool, KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         self.access
             .run("exists", grant.timeout(), grant.backend().exists(&name, &key))
     }
@@ -240,8 +237,7 @@ impl store::HostBucket for KeyValueView<'_> {
         bucket: Resource<OpenBucket>,
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         let page = self
             .access
             .run("list_keys", grant.timeout(), grant.backend().list_keys(&name, cursor))?;
@@ -259,8 +255,7 @@ impl store::HostBucket for KeyValueView<'_> {
 
 impl atomics::Host for KeyValueView<'_> {
     fn increment(&mut self, bucket: Resource<OpenBucket>, key: String, delta: u64) -> Result<u64, KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         self.access.run(
             "increment",
             grant.timeout(),
@@ -275,8 +270,7 @@ impl batch::Host for KeyValueView<'_> {
         bucket: Resource<OpenBucket>,
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>, KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         let values = self
             .access
             .run("get_many", grant.timeout(), grant.backend().get_many(&name, &keys))?;
@@ -292,8 +286,7 @@ impl batch::Host for KeyValueView<'_> {
         bucket: Resource<OpenBucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<(), KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         self.access
             .check_sizes("set_many", &grant, key_values.iter().map(|(_, value)| value.as_slice()))?;
         self.access.run(
@@ -304,8 +297,7 @@ impl batch::Host for KeyValueView<'_> {
     }
 
     fn delete_many(&mut self, bucket: Resource<OpenBucket>, keys: Vec<String>) -> Result<(), KeyValueError> {
-        let name = self.bucket_name(&bucket)?;
-        let grant = self.access.grant()?;
+        let (name, grant) = self.bucket(&bucket)?;
         self.access.run(
             "delete_many",
             grant.timeout(),
