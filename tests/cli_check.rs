@@ -156,7 +156,7 @@ fn missing_files_directories_and_empty_files_are_named_plainly() {
 
 #[test]
 fn a_plugin_that_calls_out_lists_the_capability_a_stage_must_grant() {
-    let output = check(&rust_plugin("http-lookup"));
+    let output = check(&rust_plugin("enrich-http"));
     let stdout = String::from_utf8(output.stdout.clone()).unwrap();
     assert!(output.status.success(), "stderr: {}", stderr(&output));
     assert!(
@@ -182,7 +182,7 @@ fn a_plugin_that_calls_out_lists_the_capability_a_stage_must_grant() {
 #[test]
 fn checked_against_a_stage_a_capability_it_does_not_grant_fails() {
     let dir = TempDir::new().unwrap();
-    let plugin = rust_plugin("http-lookup");
+    let plugin = rust_plugin("enrich-http");
     let stage_file = |extra: &str| {
         let text = format!(
             "[stage]\nname = \"check\"\n\n[plugin]\npath = {:?}\n\n[kafka]\nbrokers = \"localhost:9092\"\ngroup_id = \"g\"\ninput_topics = \"in\"\noutput_topic = \"out\"\ndead_letter_topic = \"dlq\"\n{extra}",

@@ -2,14 +2,14 @@
 //! plain Rust client, against one loopback service, in one run.
 //!
 //! `cargo bench -p sluice-tests --bench http_capability` (after
-//! `scripts/build-plugins`). The `http-lookup` plugin POSTs each message's
-//! value to the service and outputs the answer; the plain client opens a
-//! connection, writes the same POST and reads the answer, as the host
-//! does (one connection per request: the host pools none, so a request
-//! never reuses a connection another origin's grant opened). The service
-//! answers at once; both sides run on this machine's cores. Each language's
-//! `http-lookup` runs the same requests: Rust over `wstd`, Python over the
-//! SDK's `sluice_plugin.http`, JavaScript over `fetch`.
+//! `scripts/build-plugins`). The `enrich-http` plugin looks each message's
+//! `id` up with a GET and adds the JSON answer to the message; the plain
+//! client opens a connection, writes the same GET and reads the answer, as
+//! the host does (one connection per request: the host pools none, so a
+//! request never reuses a connection another origin's grant opened). The
+//! service answers at once; both sides run on this machine's cores. Each
+//! language's `enrich-http` runs the same requests: Rust over `wstd`,
+//! Python over the SDK's `sluice_plugin.http`, JavaScript over `fetch`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,11 +25,11 @@ const REQUESTS: usize = 3_000;
 fn main() {
     let service = LookupService::start();
     let plain = plain_client(service.address);
-    println!("outbound HTTP, {REQUESTS} POSTs of 5 bytes to a loopback service answering at once");
+    println!("outbound HTTP, {REQUESTS} GETs to a loopback service answering 27 bytes of JSON at once");
     println!("  plain Rust client (std TcpStream)       {plain:>8.0} requests/s");
     for language in Language::ALL {
         let host = through_host(&service, language);
-        let name = format!("sluice, {language:?} http-lookup plugin");
+        let name = format!("sluice, {language:?} enrich-http plugin");
         println!("  {name:<38}  {host:>8.0} requests/s   {:.2} x plain", host / plain);
     }
 }
@@ -52,13 +52,13 @@ fn through_host(service: &LookupService, language: Language) -> f64 {
     };
     let plugin = test
         .runtime
-        .load_file(&language.plugin("http-lookup"), settings)
-        .expect("http-lookup loads");
+        .load_file(&language.plugin("enrich-http"), settings)
+        .expect("enrich-http loads");
     let mut worker = plugin.worker();
     // The plugin's requests run on a tokio runtime, as in a stage.
     let runtime = tokio::runtime::Runtime::new().expect("tokio");
     let _entered = runtime.enter();
-    let message = text_message(0, "hello");
+    let message = text_message(0, r#"{"id":"hello"}"#);
     // The first call of a Python or JavaScript instance warms it up.
     worker.handle(&message).expect("warm-up call");
     let started = Instant::now();
@@ -75,9 +75,7 @@ fn plain_client(address: SocketAddr) -> f64 {
     for _ in 0..REQUESTS {
         let mut stream = TcpStream::connect(address).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        let request = format!(
-            "POST /lookup HTTP/1.1\r\nhost: {address}\r\ncontent-length: 5\r\ncontent-type: application/octet-stream\r\n\r\nhello"
-        );
+        let request = format!("GET /lookup/hello HTTP/1.1\r\nhost: {address}\r\n\r\n");
         stream.write_all(request.as_bytes()).expect("write");
         let mut reader = BufReader::new(stream);
         let mut length = 0;
@@ -94,7 +92,7 @@ fn plain_client(address: SocketAddr) -> f64 {
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).expect("body");
-        assert_eq!(body, b"looked-up:hello");
+        assert_eq!(body, br#"{"name":"hello","length":5}"#);
     }
     REQUESTS as f64 / started.elapsed().as_secs_f64()
 }

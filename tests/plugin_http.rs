@@ -1,6 +1,7 @@
 //! Plugins that call out: a stage's `[plugin.capabilities.http]` grant is
 //! what a plugin can reach, and nothing else. Each test runs the
-//! `http-lookup` example against a real HTTP(S) service on loopback.
+//! `enrich-http` (or `webhook`) example against a real HTTP(S) service on
+//! loopback.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,10 +11,10 @@ use sluice::plugin::{Header, Message, Plugin, PluginLimits, PluginSettings, Verd
 use sluice_tests::lookup_service::LookupService;
 use sluice_tests::{Language, TestRuntime, rust_plugin, text_message, tls};
 
-/// Load `http-lookup` calling `lookup_url`, as a stage with this
+/// Load `enrich-http` calling `lookup_url`, as a stage with this
 /// `[plugin.capabilities]` table (TOML) would.
 fn load(test: &TestRuntime, lookup_url: &str, capabilities: &str) -> Result<Plugin, String> {
-    load_file(test, &rust_plugin("http-lookup"), lookup_url, capabilities)
+    load_file(test, &rust_plugin("enrich-http"), lookup_url, capabilities)
 }
 
 /// The same for `plugin`, the example in any language.
@@ -55,11 +56,28 @@ fn granted(service: &LookupService) -> String {
     )
 }
 
-fn lookup(plugin: &Plugin, value: &str) -> Verdict {
+/// The verdict on a message `{"id":"<id>"}`: the service's answer to
+/// `GET <lookup-url>/<id>`.
+fn lookup(plugin: &Plugin, id: &str) -> Verdict {
+    handle(plugin, &format!("{{\"id\":{}}}", serde_json::Value::from(id)))
+}
+
+/// The verdict on a message whose value is `value`.
+fn handle(plugin: &Plugin, value: &str) -> Verdict {
     plugin
         .worker()
         .handle(&text_message(0, value))
         .expect("the call itself succeeds")
+}
+
+/// The one output's value, as text.
+fn output_text(verdict: Verdict) -> String {
+    match verdict {
+        Verdict::Success(outputs) if outputs.len() == 1 => {
+            String::from_utf8(outputs[0].value.clone().expect("a value")).expect("text")
+        }
+        other => panic!("expected one output, got {other:?}"),
+    }
 }
 
 fn dead_letter_reason(verdict: Verdict) -> String {
@@ -83,24 +101,22 @@ fn a_granted_request_reaches_the_service_and_its_answer_is_the_output() {
     let service = LookupService::start();
     let plugin = load(&test, &service.lookup_url(), &granted(&service)).expect("granted");
 
-    let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
-        panic!("expected success");
-    };
-    assert_eq!(outputs[0].value.as_deref(), Some(&b"looked-up:hello"[..]));
+    assert_eq!(
+        output_text(lookup(&plugin, "hello")),
+        r#"{"id":"hello","lookup":{"name":"hello","length":5}}"#
+    );
     let requests = service.requests();
     assert_eq!(requests.len(), 1);
-    assert_eq!(requests[0].method, "POST");
-    assert_eq!(requests[0].path, "/lookup");
-    assert_eq!(requests[0].body, b"hello");
+    assert_eq!(requests[0].method, "GET");
+    assert_eq!(requests[0].path, "/lookup/hello");
+    assert!(requests[0].body.is_empty());
     assert_eq!(requests[0].header("host"), Some(service.address.to_string().as_str()));
     let origin = service.origin();
     assert_eq!(
-        counted("sluice_plugin_http_request_bytes_total", &origin).as_deref(),
-        Some("5")
-    );
-    assert_eq!(
         counted("sluice_plugin_http_response_bytes_total", &origin).as_deref(),
-        Some("15")
+        Some("27"),
+        "the answer's {} bytes",
+        r#"{"name":"hello","length":5}"#.len()
     );
     assert_eq!(
         counted_outcome("sluice_plugin_http_requests_total", &origin, "2xx").as_deref(),
@@ -150,7 +166,11 @@ fn the_service_answer_drives_the_verdict() {
     assert_eq!(retry.delay_ms, None, "no Retry-After: the stage's backoff");
     assert_eq!(
         dead_letter_reason(lookup(&plugin, "status:404")),
-        "lookup answered 404 Not Found"
+        r#"lookup of id "status:404" found nothing (404 Not Found)"#
+    );
+    assert_eq!(
+        dead_letter_reason(lookup(&plugin, "status:410")),
+        r#"lookup of id "status:410" answered 410 Gone"#
     );
     let Verdict::Retry(retry) = lookup(&plugin, "hang-up") else {
         panic!("a connection closed without an answer is worth a retry");
@@ -181,8 +201,8 @@ fn an_origin_or_method_outside_the_grant_is_denied_inside_the_plugin() {
     let plugin = load(&test, &service.lookup_url(), &other_port).expect("granted");
     assert!(dead_letter_reason(lookup(&plugin, "hello")).contains("HttpRequestDenied"));
 
-    let get_only = format!("{}allowed_methods = [\"GET\"]\n", granted(&service));
-    let plugin = load(&test, &service.lookup_url(), &get_only).expect("granted");
+    let post_only = format!("{}allowed_methods = [\"POST\"]\n", granted(&service));
+    let plugin = load(&test, &service.lookup_url(), &post_only).expect("granted");
     assert!(dead_letter_reason(lookup(&plugin, "hello")).contains("HttpRequestDenied"));
     assert!(service.requests().is_empty());
 }
@@ -245,10 +265,11 @@ fn a_secret_header_is_added_by_the_host_over_tls() {
     let test = TestRuntime::new();
     let plugin = load(&test, &service.lookup_url(), &grant).expect("granted");
 
-    let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
-        panic!("expected success over TLS");
-    };
-    assert_eq!(outputs[0].value.as_deref(), Some(&b"looked-up:hello"[..]));
+    assert_eq!(
+        output_text(lookup(&plugin, "hello")),
+        r#"{"id":"hello","lookup":{"name":"hello","length":5}}"#,
+        "answered over TLS"
+    );
     let requests = service.requests();
     assert_eq!(requests[0].header("authorization"), Some("Bearer s3cr3t"));
 }
@@ -274,7 +295,7 @@ fn the_message_trace_continues_on_the_request() {
     let service = LookupService::start();
     let plugin = load(&test, &service.lookup_url(), &granted(&service)).expect("granted");
     let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    let mut message = text_message(7, "traced");
+    let mut message = text_message(7, r#"{"id":"traced"}"#);
     message.headers.push(Header {
         name: "traceparent".to_owned(),
         value: incoming.as_bytes().to_vec(),
@@ -291,6 +312,38 @@ fn the_message_trace_continues_on_the_request() {
     assert_eq!(parts[3], "01", "sampling kept");
 }
 
+/// The messages every language is given, each with the output or the
+/// dead-letter reason it must give, byte for byte the same in all three.
+const SAME_IN_EVERY_LANGUAGE: [(&str, Result<&str, &str>); 8] = [
+    (
+        r#"{"id":"hello","n":1}"#,
+        Ok(r#"{"id":"hello","n":1,"lookup":{"name":"hello","length":5}}"#),
+    ),
+    // A number as written, and a segment with characters to encode.
+    (
+        r#"{"id":42.50}"#,
+        Ok(r#"{"id":42.50,"lookup":{"name":"42.50","length":5}}"#),
+    ),
+    (
+        r#"{"city":"x","id":"Zürich & co/1"}"#,
+        Ok(r#"{"city":"x","id":"Zürich & co/1","lookup":{"name":"Zürich & co/1","length":13}}"#),
+    ),
+    (
+        r#"{"id":"status:404"}"#,
+        Err(r#"lookup of id "status:404" found nothing (404 Not Found)"#),
+    ),
+    (
+        r#"{"id":"not-json"}"#,
+        Err(r#"lookup of id "not-json" answered 200 OK with a body that is not JSON"#),
+    ),
+    (r#"{"name":"no id"}"#, Err("enrich-http: field `id` is missing")),
+    (
+        r#"{"id":[1]}"#,
+        Err("enrich-http: field `id` must be a string or a number to look up, got [1]"),
+    ),
+    ("[1,2]", Err("invalid JSON: expected an object, got an array")),
+];
+
 #[test]
 fn every_language_turns_the_same_answers_into_the_same_verdicts() {
     let service = LookupService::start();
@@ -298,28 +351,25 @@ fn every_language_turns_the_same_answers_into_the_same_verdicts() {
         let test = TestRuntime::new();
         let plugin = load_file(
             &test,
-            &language.plugin("http-lookup"),
+            &language.plugin("enrich-http"),
             &service.lookup_url(),
             &granted(&service),
         )
         .unwrap_or_else(|error| panic!("{language:?}: {error}"));
-        let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
-            panic!("{language:?}: expected success");
-        };
-        assert_eq!(
-            outputs[0].value.as_deref(),
-            Some(&b"looked-up:hello"[..]),
-            "{language:?}"
-        );
-        assert_eq!(
-            dead_letter_reason(lookup(&plugin, "status:404")),
-            "lookup answered 404 Not Found",
-            "{language:?}"
-        );
+        for (value, expected) in SAME_IN_EVERY_LANGUAGE {
+            let verdict = handle(&plugin, value);
+            match expected {
+                Ok(output) => assert_eq!(output_text(verdict), output, "{language:?}: {value}"),
+                Err(reason) => assert_eq!(dead_letter_reason(verdict), reason, "{language:?}: {value}"),
+            }
+        }
         let Verdict::Retry(retry) = lookup(&plugin, "status:429") else {
             panic!("{language:?}: 429 is worth a retry");
         };
-        assert_eq!(retry.reason, "lookup answered 429 Too Many Requests", "{language:?}");
+        assert_eq!(
+            retry.reason, r#"lookup of id "status:429" answered 429 Too Many Requests"#,
+            "{language:?}"
+        );
         assert_eq!(
             retry.delay_ms,
             Some(2_000),
@@ -332,16 +382,27 @@ fn every_language_turns_the_same_answers_into_the_same_verdicts() {
 
         // Without the grant, the plugin is refused at load.
         let error =
-            load_file(&test, &language.plugin("http-lookup"), &service.lookup_url(), "").expect_err("not granted");
+            load_file(&test, &language.plugin("enrich-http"), &service.lookup_url(), "").expect_err("not granted");
         assert!(
             error.contains("imports `wasi:http/outgoing-handler@"),
             "{language:?}: {error}"
         );
     }
-    let bodies: Vec<Vec<u8>> = service.requests().into_iter().map(|request| request.body).collect();
-    let one_language: Vec<&[u8]> = vec![b"hello", b"status:404", b"status:429", b"status:500"];
-    let expected: Vec<Vec<u8>> = one_language.repeat(3).into_iter().map(<[u8]>::to_vec).collect();
-    assert_eq!(bodies, expected, "one request per message in every language");
+    let paths: Vec<String> = service.requests().into_iter().map(|request| request.path).collect();
+    let one_language = [
+        "/lookup/hello",
+        "/lookup/42.50",
+        "/lookup/Z%C3%BCrich%20%26%20co%2F1",
+        "/lookup/status%3A404",
+        "/lookup/not-json",
+        "/lookup/status%3A429",
+        "/lookup/status%3A500",
+    ];
+    assert_eq!(
+        paths,
+        one_language.repeat(3),
+        "one request per message that has an id, the same path in every language"
+    );
 }
 
 #[test]
@@ -351,7 +412,7 @@ fn a_denied_request_never_reaches_the_service_in_any_language() {
     let grant = format!("[http]\nallowed_origins = [\"{}\"]\n", service.origin());
     for language in Language::ALL {
         let test = TestRuntime::new();
-        let plugin = load_file(&test, &language.plugin("http-lookup"), &service.lookup_url(), &grant)
+        let plugin = load_file(&test, &language.plugin("enrich-http"), &service.lookup_url(), &grant)
             .unwrap_or_else(|error| panic!("{language:?}: {error}"));
         let verdict = lookup(&plugin, "hello");
         assert!(
@@ -411,6 +472,34 @@ fn the_webhook_sends_one_idempotency_key_per_message_in_every_language() {
         .map(|request| request.header("idempotency-key").unwrap_or("<none>").to_owned())
         .collect();
     assert_eq!(keys, expected_keys);
+    // Each language POSTs 13 + 13 + 10 + 10 + 10 body bytes.
+    assert_eq!(
+        counted("sluice_plugin_http_request_bytes_total", &service.origin()).as_deref(),
+        Some("168"),
+        "request body bytes counted by origin"
+    );
+}
+
+#[test]
+fn a_service_that_answers_and_closes_before_the_body_is_finished_gives_its_answer() {
+    let test = TestRuntime::new();
+    let service = LookupService::start();
+    let authority = service.address.to_string();
+    let plugin = load_configured(
+        &test,
+        &rust_plugin("early-answer"),
+        &[("authority", &authority), ("path", "/upload/early")],
+        &granted(&service),
+    )
+    .expect("granted");
+
+    // The plugin waits for the answer, then writes and finishes its body,
+    // which nobody reads any more: that is not an error it sees.
+    assert_eq!(
+        output_text(handle(&plugin, "written after the answer")),
+        "answer: status 400, body \"answered before the body\"; body written: Ok(()); body finished: Ok(())"
+    );
+    assert_eq!(service.requests().len(), 1);
 }
 
 #[test]
@@ -425,10 +514,7 @@ fn the_plugin_cannot_read_the_secret_the_host_adds_by_any_way_it_has() {
     )
     .expect("granted");
 
-    let Verdict::Success(outputs) = lookup(&plugin, "hello") else {
-        panic!("the probe runs");
-    };
-    let found = String::from_utf8(outputs[0].value.clone().expect("a value")).expect("text");
+    let found = output_text(handle(&plugin, "hello"));
     assert!(!found.contains("s3cr3t"), "the secret leaked into the plugin:\n{found}");
     assert!(found.contains("environment: []"), "{found}");
     assert!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sluice::capability::CapabilityGrants;
 use sluice::plugin::{Message, Plugin, PluginLimits, PluginSettings, Verdict};
-use sluice_tests::redis::Redis;
+use sluice_tests::redis::{Redis, RedisCluster};
 use sluice_tests::{Language, TestRuntime, rust_plugin, text_message};
 
 /// Load the Rust plugin `plugin` as a stage named `stage` with this
@@ -151,6 +151,36 @@ fn list_keys_pages_through_more_keys_than_one_page_holds() {
     let expected = format!("ok {}", expected.join(","));
     assert_eq!(ask(&plugin, "default list"), expected);
     assert_eq!(ask(&in_memory, "default list"), expected);
+}
+
+#[test]
+fn every_operation_works_on_a_redis_cluster_with_the_keys_spread_over_its_nodes() {
+    let cluster = RedisCluster::start();
+    let test = TestRuntime::new();
+    let capabilities = format!(
+        "[keyvalue]\nbuckets = [\"default\", \"other\"]\nredis_url = {:?}\nredis_cluster = true\n",
+        cluster.urls()
+    );
+    let plugin = load(&test, "keyvalue-probe", "orders", &capabilities).expect("granted");
+    every_operation_answers_as_the_contract_says(&plugin);
+
+    // More keys than a page, over every primary: listed once each.
+    let pairs: Vec<String> = (0..2_345).map(|n| format!("k{n:05}=v")).collect();
+    for chunk in pairs.chunks(500) {
+        assert_eq!(ask(&plugin, &format!("other set-many {}", chunk.join(" "))), "ok set");
+    }
+    let expected: Vec<String> = (0..2_345).map(|n| format!("k{n:05}")).collect();
+    assert_eq!(ask(&plugin, "other list"), format!("ok {}", expected.join(",")));
+    assert_eq!(
+        ask(&plugin, "other get-many k00000 k02344 nope"),
+        "ok k00000=v,k02344=v,none"
+    );
+    let per_node = cluster.keys_per_node();
+    assert_eq!(per_node.iter().sum::<u64>(), 2 + 2_345, "{per_node:?}");
+    assert!(
+        per_node.iter().all(|count| *count > 100),
+        "the keys spread over every node: {per_node:?}"
+    );
 }
 
 #[test]

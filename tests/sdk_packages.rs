@@ -83,6 +83,7 @@ fn the_python_sdk_installs_from_its_folder_as_sluice_plugin_0_1_0() {
         "text.py",
         "http.py",
         "keyvalue.py",
+        "json_document.py",
     ] {
         assert!(
             shown.contains(&format!("sluice_plugin/{module}")),
@@ -130,6 +131,7 @@ fn the_javascript_sdk_packs_and_installs_as_sluice_plugin_0_1_0() {
         "log.js",
         "utf8.js",
         "keyvalue.js",
+        "json-document.js",
         "README.md",
     ] {
         assert!(Path::new(&installed.join(module)).is_file(), "{module} installed");

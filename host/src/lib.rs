@@ -15,3 +15,4 @@ pub mod observe;
 pub mod pipeline;
 pub mod plugin;
 pub mod project;
+pub mod redis_connection;

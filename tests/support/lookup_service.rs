@@ -1,14 +1,22 @@
-//! A small HTTP service for plugins that call out (`http-lookup`), over
-//! plain HTTP or TLS, recording every request it is sent.
+//! A small HTTP service for plugins that call out (`enrich-http`,
+//! `webhook`), over plain HTTP or TLS, recording every request it is sent.
 //!
-//! What it answers depends on the body it is POSTed:
+//! What it answers depends on the request's subject: the body it is
+//! POSTed, or the last path segment (percent-decoded) of a GET:
 //! - `status:NNN`: status NNN (429 and 503 with `Retry-After: 2`);
-//! - `once:NNN[:TAG]`: status NNN the first time this body is sent, then
-//!   as anything else (a service that recovers; a tag keeps bodies apart);
+//! - `once:NNN[:TAG]`: status NNN the first time this subject is sent,
+//!   then as anything else (a service that recovers; a tag keeps subjects
+//!   apart);
 //! - `hang-up`: the connection is closed without an answer;
 //! - `big`: 200 with 64 KiB;
 //! - `slow`: 200 after two seconds;
-//! - anything else: 200 with `looked-up:<body>`.
+//! - `not-json`: 200 with a body that is not JSON;
+//! - anything else: 200 with `looked-up:<subject>` to a POST, and with the
+//!   JSON `{"name":"<subject>","length":N}` to a GET (N in characters).
+//!
+//! A request to a path ending in `/early` is answered 400 as soon as its
+//! head is read, and the connection closed: a server may answer before the
+//! client has finished its body.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,6 +42,16 @@ pub struct SeenRequest {
 }
 
 impl SeenRequest {
+    /// What decides the answer: a GET's last path segment, percent-decoded,
+    /// else the body.
+    pub fn subject(&self) -> Vec<u8> {
+        if self.method == "GET" {
+            let segment = self.path.rsplit('/').next().unwrap_or_default();
+            return percent_encoding::percent_decode_str(segment).collect();
+        }
+        self.body.clone()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -139,13 +157,27 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
     let Some(request) = read_request(&mut reader) else {
         return;
     };
+    if request.path.ends_with("/early") {
+        let stream = reader.get_mut();
+        let body = b"answered before the body";
+        let head = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(body);
+        let _ = stream.flush();
+        requests.lock().unwrap().push(request);
+        return;
+    }
+    let subject = request.subject();
     let first_time = {
         let mut requests = requests.lock().unwrap();
-        let seen = requests.iter().any(|earlier| earlier.body == request.body);
+        let seen = requests.iter().any(|earlier| earlier.subject() == subject);
         requests.push(request.clone());
         !seen
     };
-    let (status, body) = match std::str::from_utf8(&request.body).unwrap_or("") {
+    let (status, body) = match std::str::from_utf8(&subject).unwrap_or("") {
         "hang-up" => return,
         text if text.starts_with("once:") && first_time => {
             let status: u16 = text["once:".len()..]
@@ -164,9 +196,14 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
             std::thread::sleep(Duration::from_secs(2));
             (200, b"slow answer".to_vec())
         }
+        "not-json" => (200, b"<html>not json</html>".to_vec()),
+        text if request.method == "GET" => {
+            let answer = serde_json::json!({ "name": text, "length": text.chars().count() });
+            (200, answer.to_string().into_bytes())
+        }
         _ => {
             let mut body = b"looked-up:".to_vec();
-            body.extend_from_slice(&request.body);
+            body.extend_from_slice(&subject);
             (200, body)
         }
     };
@@ -177,7 +214,9 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
     };
     let reason = match status {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
+        410 => "Gone",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -216,7 +255,9 @@ fn read_request(reader: &mut impl BufRead) -> Option<SeenRequest> {
             .map(|(_, value)| value.clone())
     };
     let mut body = Vec::new();
-    if let Some(length) = header("content-length") {
+    if path.ends_with("/early") {
+        // Its body is left unread until it is answered.
+    } else if let Some(length) = header("content-length") {
         body.resize(length.parse().ok()?, 0);
         reader.read_exact(&mut body).ok()?;
     } else if header("transfer-encoding").is_some_and(|coding| coding.eq_ignore_ascii_case("chunked")) {

@@ -217,6 +217,13 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The string at `key`, read from whichever node holds its slot.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let client = redis::cluster::ClusterClient::new(self.urls()).expect("cluster URLs");
+        let mut connection = client.get_connection().expect("the cluster answers");
+        redis::cmd("GET").arg(key).query(&mut connection).expect("GET")
+    }
+
     fn wait_for_each_node(&self) {
         for port in &self.ports {
             let started = Instant::now();

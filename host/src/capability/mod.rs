@@ -15,6 +15,7 @@ mod imports;
 pub mod keyvalue;
 mod origin;
 mod outbound_http;
+mod request_body;
 
 pub use address_policy::AddressPolicy;
 pub use grants::{CapabilityGrants, GrantError, HttpGrantSettings, SecretHeaderSettings, SecretSource};

@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::{Either, select};
 use http::header::CONTENT_LENGTH;
 use http::{Request, Response, Uri};
@@ -33,6 +34,7 @@ use wasmtime_wasi_http::{
 use super::capped_body::CappedBody;
 use super::http_grant::HttpGrant;
 use super::origin::{Origin, Scheme};
+use super::request_body::RequestBody;
 use crate::observe::metrics::{
     PLUGIN_HTTP_REQUEST_BYTES, PLUGIN_HTTP_REQUESTS, PLUGIN_HTTP_RESPONSE_BYTES, PLUGIN_HTTP_SECONDS,
 };
@@ -227,7 +229,7 @@ async fn send(
     call_deadline: Option<Instant>,
 ) -> Result<(String, Sent), Refused> {
     let (parts, body) = request.into_parts();
-    let mut body = UnsentBody(Some(body));
+    let mut body = RequestBody::new(body);
     let mut request = Request::from_parts(parts, ());
     let Some(grant) = grant else {
         return Err(denied("the stage grants no HTTP (plugin.capabilities.http)".to_owned()));
@@ -286,16 +288,8 @@ async fn send(
         .to_owned();
     *request.uri_mut() =
         Uri::try_from(path).map_err(|_| failed("error", "bad path".to_owned(), Error::HttpRequestUriInvalid))?;
-    // Request body bytes, counted as hyper sends them.
-    let sent = metrics::counter!(PLUGIN_HTTP_REQUEST_BYTES, "origin" => label.clone());
-    let request = request.map(|()| {
-        body.take().map_frame(move |frame| {
-            if let Some(data) = frame.data_ref() {
-                sent.increment(data.len() as u64);
-            }
-            frame
-        })
-    });
+    body.counted_in(metrics::counter!(PLUGIN_HTTP_REQUEST_BYTES, "origin" => label.clone()));
+    let request = request.map(|()| body);
 
     let first_byte_by = Instant::now() + shorter(options.and_then(|options| options.first_byte_timeout));
     let exchange = async {
@@ -315,7 +309,14 @@ async fn send(
                     )
                 })
                 .map_err(|error| (format!("the request failed: {error}"), Error::from(error))),
-            Either::Right((Err(error), _)) => Err((format!("the connection failed: {error}"), Error::from(error))),
+            // The connection failed, but the answer may have come first: a
+            // server may answer and close before the request's body is done
+            // (hyper then calls the message incomplete). The answer is what
+            // the plugin asked for; its body is read as far as it came.
+            Either::Right((Err(error), response)) => match response.now_or_never() {
+                Some(Ok(response)) => Ok((response, Box::pin(async { Ok(()) }) as ConnectionDriver)),
+                _ => Err((format!("the connection failed: {error}"), Error::from(error))),
+            },
             // The connection ended (the server answered and closed, say):
             // the response may be waiting already.
             Either::Right((Ok(()), response)) => match response.await {
@@ -361,45 +362,6 @@ async fn send(
         }
     };
     Ok((label, (response, Box::new(driver))))
-}
-
-/// The plugin's request body until the request is sent. A request refused
-/// before that still has its body read (and dropped), bounded: the plugin
-/// writes the body while it waits for the answer, and must get the
-/// refusal as the answer, not as a broken body stream.
-struct UnsentBody(Option<WasiBody>);
-
-/// How much of a refused request's body is read, at most.
-const REFUSED_BODY_LIMIT: usize = 16 * 1024 * 1024;
-const REFUSED_BODY_TIME: Duration = Duration::from_secs(10);
-
-impl UnsentBody {
-    fn take(&mut self) -> WasiBody {
-        self.0.take().expect("the body is taken once, to send it")
-    }
-}
-
-impl Drop for UnsentBody {
-    fn drop(&mut self) {
-        let Some(mut body) = self.0.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let drained = async {
-                let mut read = 0;
-                while let Some(Ok(frame)) = body.frame().await {
-                    read += frame.data_ref().map_or(0, |data| data.len());
-                    if read > REFUSED_BODY_LIMIT {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(REFUSED_BODY_TIME, drained).await;
-        });
-    }
 }
 
 /// The first address `origin`'s host resolves to that the grant lets the

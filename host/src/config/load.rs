@@ -81,26 +81,14 @@ pub fn load(path: &Path) -> Result<StageConfig, ConfigError> {
     }
     if let Some(keyvalue) = &mut config.plugin.capabilities.keyvalue {
         keyvalue.namespace = config.stage.name.clone();
-        // The stage's Redis, unless the grant names its own or asks for
-        // memory. The store speaks to a single Redis: a stage deduplicating
-        // on a Redis Cluster says which Redis (or memory) it wants, rather
-        // than getting memory without being told.
-        let dedup_urls = config.dedup.as_ref().and_then(|dedup| {
-            let urls = dedup.redis_url.as_deref()?;
-            Some((urls, dedup.redis_cluster))
-        });
-        if keyvalue.redis_url.is_none() && keyvalue.backend != Some(BackendKind::Memory) {
-            match dedup_urls {
-                Some(([url], false)) => keyvalue.redis_url = Some(url.clone()),
-                Some(_) => {
-                    return Err(ConfigError::BadValue {
-                        path: path.to_owned(),
-                        key: "plugin.capabilities.keyvalue.redis_url",
-                        reason: "must be set when dedup uses a Redis Cluster (the key-value store speaks to one Redis); or set backend = \"memory\"".to_owned(),
-                    });
-                }
-                None => {}
-            }
+        // The stage's Redis (a single one or a cluster), unless the grant
+        // names its own or asks for memory.
+        if keyvalue.redis_url.is_none()
+            && keyvalue.backend != Some(BackendKind::Memory)
+            && let Some(dedup) = &config.dedup
+        {
+            keyvalue.redis_url = dedup.redis_url.clone();
+            keyvalue.redis_cluster = dedup.redis_cluster;
         }
     }
     validate(&config).map_err(|(key, reason)| ConfigError::BadValue {
@@ -765,7 +753,7 @@ mod tests {
     }
 
     #[test]
-    fn the_keyvalue_store_takes_the_stage_name_and_its_single_redis_or_says_what_to_set() {
+    fn the_keyvalue_store_takes_the_stage_name_and_its_redis_single_or_cluster() {
         let mut doc = Doc::minimal();
         doc.set("plugin.capabilities.keyvalue.buckets", "\"default\"");
         let config = load_doc(&doc).expect("memory");
@@ -777,20 +765,30 @@ mod tests {
         doc.set("dedup.redis_url", "\"redis://10.0.0.5:6379/2\"");
         let config = load_doc(&doc).expect("the stage's Redis");
         let keyvalue = config.plugin.capabilities.keyvalue.expect("granted");
-        assert_eq!(keyvalue.redis_url.as_deref(), Some("redis://10.0.0.5:6379/2"));
+        assert_eq!(keyvalue.redis_url, Some(vec!["redis://10.0.0.5:6379/2".to_owned()]));
+        assert!(!keyvalue.redis_cluster);
 
         doc.set(
             "dedup.redis_url",
             "[\"redis://10.0.0.5:7000\", \"redis://10.0.0.6:7000\"]",
         );
         doc.set("dedup.redis_cluster", "true");
-        let error = load_doc(&doc).expect_err("a cluster is not a single Redis").to_string();
-        assert!(
-            error.contains("`plugin.capabilities.keyvalue.redis_url` must be set when dedup uses a Redis Cluster"),
-            "{error}"
+        let config = load_doc(&doc).expect("the stage's cluster");
+        let keyvalue = config.plugin.capabilities.keyvalue.expect("granted");
+        assert_eq!(
+            keyvalue.redis_url,
+            Some(vec![
+                "redis://10.0.0.5:7000".to_owned(),
+                "redis://10.0.0.6:7000".to_owned()
+            ])
         );
-        doc.set("plugin.capabilities.keyvalue.backend", "\"memory\"");
-        load_doc(&doc).expect("memory, as asked");
+        assert!(keyvalue.redis_cluster, "the cluster, as a cluster");
+
+        doc.set("plugin.capabilities.keyvalue.redis_url", "\"redis://10.0.0.9:6379\"");
+        let config = load_doc(&doc).expect("a Redis of its own");
+        let keyvalue = config.plugin.capabilities.keyvalue.expect("granted");
+        assert_eq!(keyvalue.redis_url, Some(vec!["redis://10.0.0.9:6379".to_owned()]));
+        assert!(!keyvalue.redis_cluster, "its own setting, not dedup's");
     }
 
     #[test]

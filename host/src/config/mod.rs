@@ -9,8 +9,8 @@ mod stage;
 
 pub use load::{ConfigError, load};
 pub use profile::ConsumerProfile;
-pub(crate) use stage::string_or_list;
 pub use stage::{
     ConsumerRecoverySection, CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection, KafkaSection, ObserveSection,
     OnStoreError, PluginSection, RetrySection, StageConfig, StageSection, StartupSection,
 };
+pub(crate) use stage::{optional_string_or_list, string_or_list};

@@ -365,7 +365,9 @@ fn default_claim_lease_ms() -> u64 {
     30_000
 }
 
-fn optional_string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<String>>, D::Error> {
+pub(crate) fn optional_string_or_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
     string_or_list(deserializer).map(Some)
 }
 

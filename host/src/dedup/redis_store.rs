@@ -10,14 +10,11 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use tokio::sync::OnceCell;
 
 use super::claim::{ClaimHolder, ClaimOutcome, DONE_MARK, RenewOutcome};
 use super::key::DedupKey;
 use super::store::{DedupStore, StoreError};
+use crate::redis_connection::RedisConnection;
 
 /// For each key: claim it for holder ARGV[1] for ARGV[2] ms, unless it is
 /// marked done (ARGV[3]) or another holder's claim is live. Replies, per
@@ -63,89 +60,26 @@ for i, k in ipairs(KEYS) do
 end
 return r";
 
-/// Every command is bounded by the configured timeout, so an unreachable
-/// Redis shows up as a prompt error rather than a hung worker.
+/// Every command is bounded by the configured timeout (see
+/// [`RedisConnection`]), so an unreachable Redis shows up as a prompt error
+/// rather than a hung worker.
 pub struct RedisStore {
-    connection: Connection,
+    connection: RedisConnection,
     ttl_seconds: u64,
-    timeout: Duration,
-    description: String,
-}
-
-enum Connection {
-    /// Reconnects on its own after a failure.
-    Single(ConnectionManager),
-    /// Connected on first use, and again after a failed first use; the
-    /// cluster connection then follows the cluster's topology itself.
-    Cluster {
-        client: Box<ClusterClient>,
-        connection: OnceCell<ClusterConnection>,
-    },
 }
 
 impl RedisStore {
     /// Does not connect yet: the first use does.
     pub fn open(urls: &[String], cluster: bool, ttl: Duration, timeout: Duration) -> Result<Self, StoreError> {
-        let description = format!("redis{} at {}", if cluster { " cluster" } else { "" }, urls.join(","));
-        let connection = if cluster {
-            let client = ClusterClient::builder(urls.iter().map(String::as_str))
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .build()?;
-            Connection::Cluster {
-                client: Box::new(client),
-                connection: OnceCell::new(),
-            }
-        } else {
-            let [url] = urls else {
-                return Err(StoreError::Config("a single Redis takes exactly one URL".to_owned()));
-            };
-            let client = redis::Client::open(url.as_str())?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(timeout);
-            Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?)
-        };
         Ok(RedisStore {
-            connection,
+            connection: RedisConnection::open(urls, cluster, timeout)?,
             ttl_seconds: ttl.as_secs().max(1),
-            timeout,
-            description,
         })
     }
 
-    /// Run one single-key command per key, in one round trip: a pipeline
-    /// on a single Redis; on a cluster, all at once over the multiplexed
-    /// cluster connection, each routed to its key's slot.
+    /// Run one single-key command per key, in one round trip.
     async fn run_each<T: redis::FromRedisValue>(&self, commands: Vec<redis::Cmd>) -> Result<Vec<T>, StoreError> {
-        if commands.is_empty() {
-            return Ok(Vec::new());
-        }
-        let attempt = async {
-            match &self.connection {
-                Connection::Single(manager) => {
-                    let mut pipeline = redis::pipe();
-                    for command in commands {
-                        pipeline.add_command(command);
-                    }
-                    pipeline.query_async(&mut manager.clone()).await
-                }
-                Connection::Cluster { client, connection } => {
-                    let connection = connection.get_or_try_init(|| client.get_async_connection()).await?;
-                    futures::future::try_join_all(commands.iter().map(|command| {
-                        let mut connection = connection.clone();
-                        async move { command.query_async::<T>(&mut connection).await }
-                    }))
-                    .await
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .map_err(|_| StoreError::Timeout(self.timeout))?
-            .map_err(StoreError::from)
+        Ok(self.connection.run_each(commands, false).await?)
     }
 
     /// Run `script` over `keys` with `args`, in one round trip, and return
@@ -160,16 +94,15 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let replies: Vec<T> = match &self.connection {
-            Connection::Single(_) => self.run_one(&eval(script, keys, args)).await?,
-            Connection::Cluster { .. } => {
-                let commands = keys
-                    .iter()
-                    .map(|key| eval(script, std::slice::from_ref(key), args))
-                    .collect();
-                let replies: Vec<Vec<T>> = self.run_each(commands).await?;
-                replies.into_iter().flatten().collect()
-            }
+        let replies: Vec<T> = if self.connection.is_cluster() {
+            let commands = keys
+                .iter()
+                .map(|key| eval(script, std::slice::from_ref(key), args))
+                .collect();
+            let replies: Vec<Vec<T>> = self.run_each(commands).await?;
+            replies.into_iter().flatten().collect()
+        } else {
+            self.run_one(&eval(script, keys, args)).await?
         };
         if replies.len() != keys.len() {
             return Err(StoreError::UnexpectedReply(format!(
@@ -184,19 +117,7 @@ impl RedisStore {
     /// Run one command as is (a cluster connection splits a multi-key
     /// command such as MGET by slot itself).
     async fn run_one<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
-        let attempt = async {
-            match &self.connection {
-                Connection::Single(manager) => command.query_async(&mut manager.clone()).await,
-                Connection::Cluster { client, connection } => {
-                    let connection = connection.get_or_try_init(|| client.get_async_connection()).await?;
-                    command.query_async(&mut connection.clone()).await
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, attempt)
-            .await
-            .map_err(|_| StoreError::Timeout(self.timeout))?
-            .map_err(StoreError::from)
+        Ok(self.connection.run_one(command).await?)
     }
 }
 
@@ -325,6 +246,6 @@ impl DedupStore for RedisStore {
     }
 
     fn describe(&self) -> String {
-        self.description.clone()
+        self.connection.describe()
     }
 }

@@ -10,6 +10,7 @@ use super::key::DedupKey;
 use super::memory_store::MemoryStore;
 use super::redis_store::RedisStore;
 use crate::config::DedupSection;
+use crate::redis_connection::RedisConnectionError;
 
 /// Why the store could not answer. The pipeline treats every error as
 /// "unavailable for now": it waits and tries again (or, if configured,
@@ -24,6 +25,16 @@ pub enum StoreError {
     Config(String),
     #[error("Redis answered a dedup script with {0}, which this version of sluice does not expect")]
     UnexpectedReply(String),
+}
+
+impl From<RedisConnectionError> for StoreError {
+    fn from(error: RedisConnectionError) -> Self {
+        match error {
+            RedisConnectionError::Redis(error) => StoreError::Redis(error),
+            RedisConnectionError::Timeout(timeout) => StoreError::Timeout(timeout),
+            RedisConnectionError::Config(reason) => StoreError::Config(reason),
+        }
+    }
 }
 
 /// Where claims and done-marks live. Shared by every partition worker of a

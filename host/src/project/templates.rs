@@ -71,6 +71,10 @@ pub(super) const PYTHON_SDK: &[EmbeddedFile] = sdk_files![
         repository_file!("plugins/python/sdk/sluice_plugin/http.py"),
     ),
     (
+        "sluice_plugin/json_document.py",
+        repository_file!("plugins/python/sdk/sluice_plugin/json_document.py"),
+    ),
+    (
         "sluice_plugin/keyvalue.py",
         repository_file!("plugins/python/sdk/sluice_plugin/keyvalue.py"),
     ),
@@ -97,6 +101,7 @@ pub(super) const JAVASCRIPT_SDK: &[EmbeddedFile] = sdk_files![
     ("README.md", repository_file!("plugins/js/sdk/README.md")),
     ("sluice-plugin.js", repository_file!("plugins/js/sdk/sluice-plugin.js")),
     ("config.js", repository_file!("plugins/js/sdk/config.js")),
+    ("json-document.js", repository_file!("plugins/js/sdk/json-document.js")),
     ("keyvalue.js", repository_file!("plugins/js/sdk/keyvalue.js")),
     ("log.js", repository_file!("plugins/js/sdk/log.js")),
     ("records.js", repository_file!("plugins/js/sdk/records.js")),

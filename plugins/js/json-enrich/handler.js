@@ -16,8 +16,9 @@
  * languages share; the parser's own message goes to the debug log.
  */
 
-import { JsonError, kind, parse, stringify } from './json-document.js';
-import { Output, Utf8Error, batchOf, config, deadLetter, decodeUtf8, log, success } from 'sluice-plugin';
+import { Output, Utf8Error, batchOf, config, deadLetter, decodeUtf8, json, log, success } from 'sluice-plugin';
+
+const { JsonError, kind, parse, stringify } = json;
 
 export function handle(message) {
   if (message.value == null) return deadLetter('invalid JSON: the record is a tombstone (no value)');

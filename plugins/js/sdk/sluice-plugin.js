@@ -28,6 +28,8 @@
  */
 
 export { config } from './config.js';
+/** Byte-exact JSON, as serde_json writes it: `json.parse`, `json.stringify`. */
+export * as json from './json-document.js';
 export { log } from './log.js';
 export { Output, header, headerText, keyText, valueText } from './records.js';
 export { Utf8Error, decodeUtf8 } from './utf8.js';

@@ -15,9 +15,8 @@ will make it valid. The reason names the problem in words all three
 languages share; the parser's own message goes to the debug log.
 """
 
-import json_document
-from json_document import JsonError
-from sluice_plugin import DeadLetter, Handler, Output, Success, Utf8Error, config, decode_utf8, log
+from sluice_plugin import DeadLetter, Handler, Output, Success, Utf8Error, config, decode_utf8, json_document, log
+from sluice_plugin.json_document import JsonError
 
 
 class JsonEnrich(Handler):

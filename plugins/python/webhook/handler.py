@@ -12,16 +12,7 @@ only on 2xx, passing the message through; 408, 429 and 5xx, or no answer:
 retry (after ``Retry-After`` when sent); any other status: dead-letter.
 """
 
-from http import HTTPStatus
-
 from sluice_plugin import DeadLetter, Handler, Output, Retry, Success, config, header, http
-
-
-def status_text(status):
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
 
 
 def idempotency_key(message):
@@ -48,7 +39,7 @@ class Webhook(Handler):
             return Retry(f"webhook failed: {error}")
         if 200 <= response.status < 300:
             return Success([Output.from_message(message)])
-        reason = f"webhook answered {status_text(response.status)}"
+        reason = f"webhook answered {response.status_line}"
         if response.status in (408, 429) or response.status >= 500:
             retry_after = (response.header("retry-after") or "").strip()
             if retry_after.isdigit():

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use super::grant::RedisAddress;
 use super::memory_entries::MemoryEntries;
 use super::redis_entries::RedisEntries;
 
@@ -122,18 +123,18 @@ impl KeyValueBackend {
 /// it, so the in-memory entries and the Redis connection carry over.
 static BACKENDS: OnceLock<Mutex<HashMap<BackendIdentity, Arc<KeyValueBackend>>>> = OnceLock::new();
 
-/// A stage's namespace and its Redis URL (`None`: memory).
-type BackendIdentity = (String, Option<String>);
+/// A stage's namespace and its Redis (`None`: memory).
+type BackendIdentity = (String, Option<RedisAddress>);
 
-/// The backend for `namespace` in the Redis at `redis_url`, or in memory
-/// when `None`; made on first use (a Redis is connected to lazily).
+/// The backend for `namespace` in the Redis at `redis`, or in memory when
+/// `None`; made on first use (a Redis is connected to lazily).
 pub(super) fn shared_backend(
     namespace: &str,
-    redis_url: Option<&str>,
+    redis: Option<&RedisAddress>,
     memory_max_bytes: u64,
     timeout: Duration,
 ) -> Result<Arc<KeyValueBackend>, String> {
-    let identity = (namespace.to_owned(), redis_url.map(str::to_owned));
+    let identity = (namespace.to_owned(), redis.cloned());
     let mut backends = BACKENDS
         .get_or_init(Mutex::default)
         .lock()
@@ -141,10 +142,11 @@ pub(super) fn shared_backend(
     if let Some(backend) = backends.get(&identity) {
         return Ok(backend.clone());
     }
-    let backend = Arc::new(match redis_url {
+    let backend = Arc::new(match redis {
         None => KeyValueBackend::Memory(MemoryEntries::new(memory_max_bytes)),
-        Some(url) => KeyValueBackend::Redis(RedisEntries::open(namespace, url, timeout)?),
+        Some(redis) => KeyValueBackend::Redis(RedisEntries::open(namespace, redis, timeout)?),
     });
+    tracing::info!(stage = namespace, store = %backend.describe(), "key-value buckets opened");
     backends.insert(identity, backend.clone());
     Ok(backend)
 }

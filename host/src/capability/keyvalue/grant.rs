@@ -19,9 +19,13 @@ pub struct KeyValueGrantSettings {
     /// Where the buckets live: `redis` or `memory`. Default: `redis` when a
     /// Redis is named (here or in `[dedup]`), else `memory`.
     pub backend: Option<BackendKind>,
-    /// `redis://host:port/db`; defaults to `dedup.redis_url` when that names
-    /// a single Redis.
-    pub redis_url: Option<String>,
+    /// `redis://host:port/db`, or with `redis_cluster` the seed nodes of a
+    /// Redis Cluster; defaults to the stage's dedup Redis (`dedup.redis_url`
+    /// and `dedup.redis_cluster`).
+    #[serde(default, deserialize_with = "crate::config::optional_string_or_list")]
+    pub redis_url: Option<Vec<String>>,
+    #[serde(default)]
+    pub redis_cluster: bool,
     /// Entries expire this long after their last write; 0 keeps them.
     #[serde(default)]
     pub ttl_seconds: u64,
@@ -127,7 +131,7 @@ impl KeyValueGrantSettings {
                 ),
             ));
         }
-        let redis_url = match (self.backend_kind(), &self.redis_url) {
+        let redis = match (self.backend_kind(), &self.redis_url) {
             (BackendKind::Memory, _) => None,
             (BackendKind::Redis, None) => {
                 return Err(error(
@@ -135,13 +139,28 @@ impl KeyValueGrantSettings {
                     "backend = \"redis\" needs a Redis: set redis_url (or dedup.redis_url)".to_owned(),
                 ));
             }
-            (BackendKind::Redis, Some(url)) => {
-                redis::Client::open(url.as_str()).map_err(|reason| error("redis_url", format!("`{url}`: {reason}")))?;
-                Some(url.clone())
+            (BackendKind::Redis, Some(urls)) => {
+                if urls.is_empty() {
+                    return Err(error("redis_url", "names no Redis".to_owned()));
+                }
+                if urls.len() > 1 && !self.redis_cluster {
+                    return Err(error(
+                        "redis_url",
+                        "names several Redis servers; set redis_cluster = true for a cluster, or give one".to_owned(),
+                    ));
+                }
+                for url in urls {
+                    redis::Client::open(url.as_str())
+                        .map_err(|reason| error("redis_url", format!("`{url}`: {reason}")))?;
+                }
+                Some(RedisAddress {
+                    urls: urls.clone(),
+                    cluster: self.redis_cluster,
+                })
             }
         };
         Ok(ValidGrant {
-            redis_url,
+            redis,
             timeout: Duration::from_millis(timeout_ms),
         })
     }
@@ -152,7 +171,7 @@ impl KeyValueGrantSettings {
         let valid = self.validate(deadline_ms)?;
         let backend = shared_backend(
             &self.namespace,
-            valid.redis_url.as_deref(),
+            valid.redis.as_ref(),
             self.memory_max_bytes,
             valid.timeout,
         )
@@ -173,8 +192,17 @@ impl KeyValueGrantSettings {
 /// What [`KeyValueGrantSettings::validate`] worked out.
 #[derive(Debug)]
 pub struct ValidGrant {
-    redis_url: Option<String>,
+    /// `None`: memory.
+    redis: Option<RedisAddress>,
     timeout: Duration,
+}
+
+/// The Redis a stage's buckets live in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RedisAddress {
+    /// One URL, or a cluster's seed nodes.
+    pub urls: Vec<String>,
+    pub cluster: bool,
 }
 
 fn is_bucket_name(name: &str) -> bool {
@@ -234,7 +262,21 @@ mod tests {
         assert_eq!(settings.backend_kind(), BackendKind::Memory);
         let valid = settings.validate(1000).expect("valid");
         assert_eq!(valid.timeout, Duration::from_millis(750));
-        assert_eq!(valid.redis_url, None);
+        assert_eq!(valid.redis, None);
+    }
+
+    #[test]
+    fn a_cluster_is_its_seed_nodes() {
+        let valid = settings("redis_url = [\"redis://a:1\", \"redis://b:2\"]\nredis_cluster = true")
+            .validate(1000)
+            .expect("valid");
+        assert_eq!(
+            valid.redis,
+            Some(RedisAddress {
+                urls: vec!["redis://a:1".to_owned(), "redis://b:2".to_owned()],
+                cluster: true,
+            })
+        );
     }
 
     #[test]
@@ -260,6 +302,12 @@ mod tests {
             ("timeout_ms = 5000", "timeout_ms", "cannot outlive the call"),
             ("backend = \"redis\"", "redis_url", "needs a Redis"),
             ("redis_url = \"nonsense\"", "redis_url", "`nonsense`"),
+            (
+                "redis_url = [\"redis://a:1\", \"redis://b:2\"]",
+                "redis_url",
+                "set redis_cluster = true",
+            ),
+            ("redis_url = []", "redis_url", "names no Redis"),
         ];
         for (text, leaf, reason) in cases {
             let error = settings(text).validate(1000).expect_err(text);

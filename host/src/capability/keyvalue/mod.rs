@@ -9,5 +9,5 @@ mod memory_entries;
 mod redis_entries;
 
 pub use backend::{BackendError, KeyPage, KeyValueBackend};
-pub use grant::{BackendKind, KeyValueGrant, KeyValueGrantSettings};
+pub use grant::{BackendKind, KeyValueGrant, KeyValueGrantSettings, RedisAddress};
 pub use host::{KeyValueAccess, KeyValueView, add_to_linker};

@@ -1,64 +1,77 @@
-//! Buckets in the stage's Redis: shared by every host of the stage, kept
-//! across restarts. Each entry is one Redis string under
-//! `sluice:{stage}:kv:{bucket}:{key}`; a counter is a string `INCRBY`
-//! understands, so `get` reads it back as decimal text.
+//! Buckets in the stage's Redis, a single server or a Redis Cluster:
+//! shared by every host of the stage, kept across restarts. Each entry is
+//! one Redis string under `sluice:{stage}:kv:{bucket}:{key}`; a counter is
+//! a string `INCRBY` understands, so `get` reads it back as decimal text.
+//!
+//! On a cluster the keys spread over the nodes by slot like any others, so
+//! a bucket is not bound to one node. The price is what a cluster cannot
+//! do across slots: `set-many` writes each pair on its own rather than in
+//! one `MULTI` (`wasi:keyvalue/batch` promises no atomicity), and
+//! `list-keys` scans the primaries one after another, the cursor saying
+//! which node and where in it.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use super::backend::{BackendError, KeyPage, PAGE_SIZE};
+use super::grant::RedisAddress;
+use crate::redis_connection::{RedisConnection, RedisConnectionError};
 
-#[derive(Clone)]
+/// `INCRBY KEYS[1] ARGV[1]`, then the expiry of ARGV[2] ms unless it is 0,
+/// as one step: a script touches one key, so it runs on a cluster too.
+const INCREMENT_SCRIPT: &str = "\
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return count";
+
+/// A cluster's `list-keys` cursor: the node's index in the upper bits,
+/// that node's own `SCAN` cursor in these lower ones.
+const NODE_CURSOR_BITS: u32 = 48;
+
 pub struct RedisEntries {
-    /// Reconnects on its own after a failure.
-    connection: ConnectionManager,
+    connection: RedisConnection,
     namespace: String,
-    description: String,
 }
 
 impl std::fmt::Debug for RedisEntries {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(&self.description)
+        formatter.write_str(&self.connection.describe())
     }
 }
 
-impl From<redis::RedisError> for BackendError {
-    fn from(error: redis::RedisError) -> Self {
-        if error.is_timeout() {
-            return BackendError::Unavailable(format!("timed out: {error}"));
+impl From<RedisConnectionError> for BackendError {
+    fn from(error: RedisConnectionError) -> Self {
+        match error {
+            RedisConnectionError::Timeout(timeout) => BackendError::Timeout(timeout),
+            RedisConnectionError::Redis(error) if error.is_timeout() => {
+                BackendError::Unavailable(format!("timed out: {error}"))
+            }
+            other => BackendError::Unavailable(other.to_string()),
         }
-        BackendError::Unavailable(error.to_string())
     }
 }
 
 impl RedisEntries {
     /// Does not connect yet: the first operation does.
-    pub fn open(namespace: &str, url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|error| format!("`{url}`: {error}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(timeout);
-        // The manager needs a runtime to be made in, and then lives on it:
-        // the stage's when there is one (as in a stage), else the one
-        // wasmtime runs host calls on (as in `sluice check` or a test).
-        let make = move || ConnectionManager::new_lazy_with_config(client, config);
+    pub fn open(namespace: &str, redis: &RedisAddress, timeout: Duration) -> Result<Self, String> {
+        let describe = |error: RedisConnectionError| format!("`{}`: {error}", redis.urls.join(","));
+        // A single Redis's connection needs a runtime to be made in, and
+        // then lives on it: the stage's when there is one (as in a stage),
+        // else the one wasmtime runs host calls on (as in `sluice check` or
+        // a test).
+        let open = || RedisConnection::open(&redis.urls, redis.cluster, timeout);
         let connection = match tokio::runtime::Handle::try_current() {
-            Ok(_) => make(),
-            Err(_) => wasmtime_wasi::runtime::in_tokio(async move { make() }),
+            Ok(_) => open(),
+            Err(_) => wasmtime_wasi::runtime::in_tokio(async move { open() }),
         }
-        .map_err(|error| format!("`{url}`: {error}"))?;
+        .map_err(describe)?;
         Ok(RedisEntries {
             connection,
             namespace: namespace.to_owned(),
-            description: format!("redis at {}", redacted(url)),
         })
     }
 
     pub fn describe(&self) -> String {
-        self.description.clone()
+        self.connection.describe()
     }
 
     fn prefix(&self, bucket: &str) -> String {
@@ -72,13 +85,14 @@ impl RedisEntries {
     }
 
     async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, BackendError> {
-        Ok(command.query_async(&mut self.connection.clone()).await?)
+        Ok(self.connection.run_one(command).await?)
     }
 
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         self.query(redis::cmd("GET").arg(self.stored_key(bucket, key))).await
     }
 
+    /// One `MGET` (which a cluster splits by slot).
     pub async fn get_many(&self, bucket: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -94,28 +108,33 @@ impl RedisEntries {
         self.query(redis::cmd("EXISTS").arg(self.stored_key(bucket, key))).await
     }
 
-    /// In one `MULTI`: all the pairs are written or none is.
+    /// On a single Redis in one `MULTI`: all the pairs are written or none
+    /// is. On a cluster, each pair on its own, all at once.
     pub async fn set_many(
         &self,
         bucket: &str,
         pairs: Vec<(String, Vec<u8>)>,
         ttl: Option<Duration>,
     ) -> Result<(), BackendError> {
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        let mut pipeline = redis::pipe();
-        pipeline.atomic();
-        for (key, value) in pairs {
-            let command = pipeline.cmd("SET").arg(self.stored_key(bucket, &key)).arg(value);
-            if let Some(ttl) = ttl {
-                command.arg("PX").arg(ttl.as_millis().max(1) as u64);
-            }
-            command.ignore();
-        }
-        Ok(pipeline.query_async::<()>(&mut self.connection.clone()).await?)
+        let commands = pairs
+            .into_iter()
+            .map(|(key, value)| {
+                let mut command = redis::cmd("SET");
+                command.arg(self.stored_key(bucket, &key)).arg(value);
+                if let Some(ttl) = ttl {
+                    command.arg("PX").arg(ttl.as_millis().max(1) as u64);
+                }
+                command
+            })
+            .collect();
+        self.connection
+            .run_each::<redis::Value>(commands, true)
+            .await
+            .map(drop)
+            .map_err(BackendError::from)
     }
 
+    /// One `DEL` (which a cluster splits by slot).
     pub async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), BackendError> {
         if keys.is_empty() {
             return Ok(());
@@ -127,7 +146,7 @@ impl RedisEntries {
         self.query::<u64>(&command).await.map(drop)
     }
 
-    /// `INCRBY` (and the expiry, in the same `MULTI`).
+    /// `INCRBY` and the expiry, in one script.
     pub async fn increment(
         &self,
         bucket: &str,
@@ -135,56 +154,96 @@ impl RedisEntries {
         delta: u64,
         ttl: Option<Duration>,
     ) -> Result<u64, BackendError> {
-        let stored = self.stored_key(bucket, key);
         let delta = i64::try_from(delta).map_err(|_| BackendError::Overflow(key.to_owned()))?;
-        let mut pipeline = redis::pipe();
-        pipeline.atomic().cmd("INCRBY").arg(&stored).arg(delta);
-        if let Some(ttl) = ttl {
-            pipeline
-                .cmd("PEXPIRE")
-                .arg(&stored)
-                .arg(ttl.as_millis().max(1) as u64)
-                .ignore();
-        }
-        let (count,): (i64,) = pipeline
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(|error| {
-                let text = error.to_string();
-                if text.contains("overflow") {
-                    BackendError::Overflow(key.to_owned())
-                } else if text.contains("not an integer") {
-                    BackendError::NotACounter(key.to_owned())
-                } else {
-                    BackendError::from(error)
-                }
-            })?;
+        let ttl_ms = ttl.map_or(0, |ttl| ttl.as_millis().max(1) as u64);
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(INCREMENT_SCRIPT)
+            .arg(1)
+            .arg(self.stored_key(bucket, key))
+            .arg(delta)
+            .arg(ttl_ms);
+        let count: i64 = self.connection.run_one(&command).await.map_err(|error| {
+            let text = error.to_string();
+            if text.contains("overflow") {
+                BackendError::Overflow(key.to_owned())
+            } else if text.contains("not an integer") {
+                BackendError::NotACounter(key.to_owned())
+            } else {
+                BackendError::from(error)
+            }
+        })?;
         u64::try_from(count).map_err(|_| BackendError::NotACounter(key.to_owned()))
     }
 
     /// One `SCAN` step over the bucket's keys: Redis's cursor is the page
-    /// cursor, so a page may be short or even empty before the last.
+    /// cursor, so a page may be short or even empty before the last. On a
+    /// cluster, the step scans one primary, and the cursor moves on to the
+    /// next primary (in address order) when that one is done.
     pub async fn list_keys(&self, bucket: &str, cursor: Option<u64>) -> Result<KeyPage, BackendError> {
         let prefix = self.prefix(bucket);
-        let (next, stored): (u64, Vec<String>) = self
-            .query(
-                redis::cmd("SCAN")
-                    .arg(cursor.unwrap_or(0))
-                    .arg("MATCH")
-                    .arg(format!("{}*", glob_escaped(&prefix)))
-                    .arg("COUNT")
-                    .arg(PAGE_SIZE),
-            )
-            .await?;
-        let keys = stored
-            .into_iter()
-            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
-            .collect();
+        let scan = |node_cursor: u64| {
+            let mut command = redis::cmd("SCAN");
+            command
+                .arg(node_cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", glob_escaped(&prefix)))
+                .arg("COUNT")
+                .arg(PAGE_SIZE);
+            command
+        };
+        let strip = |stored: Vec<String>| -> Vec<String> {
+            stored
+                .into_iter()
+                .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+                .collect()
+        };
+        if !self.connection.is_cluster() {
+            let (next, stored): (u64, Vec<String>) = self.query(&scan(cursor.unwrap_or(0))).await?;
+            return Ok(KeyPage {
+                keys: strip(stored),
+                cursor: (next != 0).then_some(next),
+            });
+        }
+        let (node, node_cursor) = split_cluster_cursor(cursor.unwrap_or(0));
+        let primaries = self.connection.primaries().await?;
+        let Some(address) = primaries.get(node) else {
+            // The cluster shrank between pages: nothing is left to scan.
+            return Ok(KeyPage {
+                keys: Vec::new(),
+                cursor: None,
+            });
+        };
+        let (next, stored): (u64, Vec<String>) = self.connection.run_on(address, scan(node_cursor)).await?;
+        let cursor = if next != 0 {
+            Some(join_cluster_cursor(node, next)?)
+        } else if node + 1 < primaries.len() {
+            Some(join_cluster_cursor(node + 1, 0)?)
+        } else {
+            None
+        };
         Ok(KeyPage {
-            keys,
-            cursor: (next != 0).then_some(next),
+            keys: strip(stored),
+            cursor,
         })
     }
+}
+
+/// A cluster cursor's node index and that node's `SCAN` cursor.
+fn split_cluster_cursor(cursor: u64) -> (usize, u64) {
+    (
+        (cursor >> NODE_CURSOR_BITS) as usize,
+        cursor & ((1 << NODE_CURSOR_BITS) - 1),
+    )
+}
+
+fn join_cluster_cursor(node: usize, node_cursor: u64) -> Result<u64, BackendError> {
+    if node_cursor >> NODE_CURSOR_BITS != 0 || node >> (64 - NODE_CURSOR_BITS) != 0 {
+        return Err(BackendError::Unavailable(format!(
+            "a cluster scan cursor out of range (node {node}, cursor {node_cursor})"
+        )));
+    }
+    Ok(((node as u64) << NODE_CURSOR_BITS) | node_cursor)
 }
 
 /// `text` matched literally by a Redis glob pattern.
@@ -197,21 +256,6 @@ fn glob_escaped(text: &str) -> String {
         escaped.push(character);
     }
     escaped
-}
-
-/// A Redis URL without its password, for logs.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((credentials, host)) if credentials.contains(':') => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -227,11 +271,12 @@ mod tests {
     }
 
     #[test]
-    fn a_password_never_reaches_the_description() {
-        assert_eq!(
-            redacted("redis://user:secret@host:6379/0"),
-            "redis://user:***@host:6379/0"
-        );
-        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+    fn a_cluster_cursor_names_the_node_and_its_own_cursor() {
+        for (node, node_cursor) in [(0, 5), (1, 0), (3, (1 << NODE_CURSOR_BITS) - 1)] {
+            let cursor = join_cluster_cursor(node, node_cursor).expect("in range");
+            assert_ne!(cursor, 0, "0 would read as the first page");
+            assert_eq!(split_cluster_cursor(cursor), (node, node_cursor));
+        }
+        assert!(join_cluster_cursor(0, 1 << NODE_CURSOR_BITS).is_err());
     }
 }

@@ -26,7 +26,7 @@ path.
 
 from wit_world import WitWorld as _WitWorld
 
-from . import config, log
+from . import config, json_document, log
 from .records import Header, Message, Output, header, header_text, key_text, value_text
 from .text import Utf8Error, decode_utf8
 from .verdicts import DeadLetter, Filter, Retry, Success, Verdict
@@ -46,6 +46,7 @@ __all__ = [
     "decode_utf8",
     "header",
     "header_text",
+    "json_document",
     "key_text",
     "log",
     "value_text",

@@ -15,6 +15,7 @@ to decide on::
         ...
 """
 
+from http import HTTPStatus
 from typing import Iterable, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -51,6 +52,16 @@ class Response:
         self.status = status
         self.headers = headers
         self.body = body
+
+    @property
+    def status_line(self) -> str:
+        """The status with its standard reason phrase, as Rust's ``http``
+        crate prints it: ``"404 Not Found"`` (the number alone when the
+        status has no standard phrase)."""
+        try:
+            return f"{self.status} {HTTPStatus(self.status).phrase}"
+        except ValueError:
+            return str(self.status)
 
     def header(self, name: str) -> Optional[str]:
         """The first value of header ``name`` (any case) as text, if any."""

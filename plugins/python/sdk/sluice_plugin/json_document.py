@@ -1,6 +1,12 @@
-"""JSON read and written exactly as the Rust json-enrich plugin does with
-serde_json (``preserve_order`` + ``arbitrary_precision``), so the Python
-plugin's outputs match it byte for byte.
+"""JSON read and written exactly as a Rust handler does with serde_json
+(``preserve_order`` + ``arbitrary_precision``, as the Rust examples use it),
+so a Python handler's outputs match the Rust one's byte for byte::
+
+    from sluice_plugin import json_document
+
+    document = json_document.parse(text)  # raises json_document.JsonError
+    document["seen"] = True
+    output = json_document.dumps(document)
 
 - Numbers are kept as written (a ``Number``), except that an exponent is
   written ``e`` with an explicit sign: ``1E5`` becomes ``1e+5``. Nothing is

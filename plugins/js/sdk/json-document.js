@@ -1,7 +1,14 @@
 /**
- * JSON read and written exactly as the Rust json-enrich plugin does with
- * serde_json (`preserve_order` + `arbitrary_precision`), so the JavaScript
- * plugin's outputs match it byte for byte. `JSON.parse` cannot: it turns
+ * JSON read and written exactly as a Rust handler does with serde_json
+ * (`preserve_order` + `arbitrary_precision`, as the Rust examples use it),
+ * so a JavaScript handler's outputs match the Rust one's byte for byte:
+ *
+ *     import { json } from 'sluice-plugin';
+ *
+ *     const document = json.parse(text); // throws json.JsonError
+ *     document.set('seen', true);
+ *     const output = json.stringify(document);
+ * `JSON.parse` cannot: it turns
  * every number into a double (`1.0` would come out as `1`, large integers
  * rounded) and moves integer-like keys to the front of an object.
  *
