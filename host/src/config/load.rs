@@ -181,6 +181,9 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     // Below 64 MiB a partition's prefetch is too small to keep up; a
     // terabyte is more than any one process should hold in records.
     between("stage.memory_budget_mib", stage.memory_budget_mib, 64, 1_048_576)?;
+    if let Some(limit) = stage.max_messages_per_second {
+        between("stage.max_messages_per_second", limit, 1, 10_000_000)?;
+    }
 
     let plugin = &config.plugin;
     if !plugin.path.is_file() {
@@ -530,8 +533,9 @@ mod tests {
 
     /// Every numeric key of a stage file. Each must have its bounds
     /// documented in the example and enforced by the loader.
-    const NUMERIC_KEYS: [&str; 40] = [
+    const NUMERIC_KEYS: [&str; 41] = [
         "stage.batch_size",
+        "stage.max_messages_per_second",
         "stage.concurrency",
         "stage.max_in_flight_per_partition",
         "stage.commit_interval_ms",

@@ -112,6 +112,11 @@ pub struct StageSection {
     /// (one eighth); see `pipeline::memory_budget`.
     #[serde(default = "default_memory_budget_mib")]
     pub memory_budget_mib: u64,
+    /// Messages handed to the plugin per second across the stage's
+    /// partitions, retries included; unlimited without it. Waiting for the
+    /// limit is backpressure: the partitions stop fetching.
+    #[serde(default)]
+    pub max_messages_per_second: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

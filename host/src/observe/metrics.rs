@@ -65,6 +65,13 @@ pub const PLUGIN_KEYVALUE_OPERATIONS: &str = "sluice_plugin_keyvalue_operations_
 pub const PLUGIN_KEYVALUE_SECONDS: &str = "sluice_plugin_keyvalue_operation_seconds";
 /// Partition workers that ended without being told to (a panic).
 pub const WORKER_FAILURES: &str = "sluice_worker_failures_total";
+/// `[stage] max_messages_per_second`, when set.
+pub const RATE_LIMIT_PER_SECOND: &str = "sluice_rate_limit_messages_per_second";
+/// Messages let through the rate limit to the plugin (retries included):
+/// its rate is the stage's rate against the limit.
+pub const RATE_LIMITED_MESSAGES: &str = "sluice_rate_limited_messages_total";
+/// How long each message or batch waited for the rate limit.
+pub const RATE_LIMIT_WAIT_SECONDS: &str = "sluice_rate_limit_wait_seconds";
 
 /// Latency buckets in seconds: from a fast Rust call (well under a
 /// millisecond) to a message that waited out retries.
@@ -86,6 +93,7 @@ fn install() -> Option<PrometheusHandle> {
         END_TO_END_SECONDS,
         PLUGIN_HTTP_SECONDS,
         PLUGIN_KEYVALUE_SECONDS,
+        RATE_LIMIT_WAIT_SECONDS,
     ]
     .into_iter()
     .try_fold(PrometheusBuilder::new(), |builder, name| {
@@ -192,6 +200,19 @@ fn describe() {
     describe_counter!(
         WORKER_FAILURES,
         "Partition workers that ended without being told to stop"
+    );
+    describe_gauge!(
+        RATE_LIMIT_PER_SECOND,
+        "The stage's limit on messages handed to the plugin per second"
+    );
+    describe_counter!(
+        RATE_LIMITED_MESSAGES,
+        "Messages let through the rate limit to the plugin, retries included"
+    );
+    describe_histogram!(
+        RATE_LIMIT_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a message or batch waited for the rate limit"
     );
     describe_histogram!(PLUGIN_CALL_SECONDS, Unit::Seconds, "Duration of one plugin call");
     describe_histogram!(

@@ -29,6 +29,7 @@ mod offset_tracker;
 mod partition_worker;
 mod plugin_caller;
 mod prefetch_sizing;
+mod rate_limit;
 mod record_headers;
 mod record_intake;
 mod recreation_budget;

@@ -36,6 +36,7 @@ use super::next_step::{
 };
 use super::offset_tracker::OffsetTracker;
 use super::plugin_caller::{Called, PluginCaller};
+use super::rate_limit::RateLimit;
 use super::record_headers::{dead_letter_record, output_headers, trace_for};
 use super::record_intake::{HandOver, RecordIntake};
 use super::retry_policy::RetryPolicy;
@@ -62,6 +63,8 @@ pub(crate) struct WorkerContext {
     pub(crate) producer: Arc<SinkProducer>,
     /// Bounds plugin calls running at once across partitions.
     pub(crate) plugin_calls: Arc<Semaphore>,
+    /// `stage.max_messages_per_second`, shared by every partition.
+    pub(crate) rate_limit: Option<Arc<RateLimit>>,
     /// Plugin instances, borrowed per call by every partition.
     pub(crate) instances: Arc<InstancePool>,
     /// The memory budget: its in-flight share bounds what workers take.
@@ -417,11 +420,20 @@ impl PartitionWorker {
         Ok(())
     }
 
+    /// Call the plugin once the rate limit lets the messages through.
     async fn call_plugin(&mut self, messages: Vec<Message>) -> Result<Called, Stopped> {
+        let rate_limit = self.context.rate_limit.clone();
+        let plugin = &mut self.plugin;
+        let call = async move {
+            if let Some(rate_limit) = rate_limit {
+                rate_limit.admit(messages.len()).await;
+            }
+            plugin.call(messages).await
+        };
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => Err(Stopped),
-            called = self.plugin.call(messages) => Ok(called),
+            called = call => Ok(called),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Running one stage: start everything in order, run until told to stop,
 //! then stop in the order that keeps every guarantee.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use super::fault_injection::FaultInjection;
 use super::memory_budget::{MemoryBudget, MemoryUse};
 use super::partition_worker::WorkerContext;
 use super::prefetch_sizing::PrefetchSizing;
+use super::rate_limit::RateLimit;
 use super::recreation_budget::RecreationBudget;
 use super::retry_policy::RetryPolicy;
 use super::startup::{Startup, StepError};
@@ -58,6 +60,7 @@ pub struct Stage {
     shutdown: Arc<AtomicBool>,
     fault_injection: Arc<FaultInjection>,
     memory: Arc<MemoryUse>,
+    rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl Stage {
@@ -87,6 +90,11 @@ impl Stage {
             shutdown: Arc::default(),
             fault_injection: Arc::default(),
             memory: Arc::new(MemoryUse::new(MemoryBudget::from_mib(config.stage.memory_budget_mib))),
+            rate_limit: config
+                .stage
+                .max_messages_per_second
+                .and_then(NonZeroU32::new)
+                .map(|limit| Arc::new(RateLimit::new(limit))),
             config,
         })
     }
@@ -164,6 +172,7 @@ impl Stage {
             stop_grace: drain_timeout + 2 * dedup_call + Duration::from_secs(1),
             producer: producer.clone(),
             plugin_calls: Arc::new(Semaphore::new(stage.concurrency)),
+            rate_limit: self.rate_limit.clone(),
             instances: Arc::default(),
             memory: self.memory.clone(),
             counters: self.counters.clone(),
@@ -304,6 +313,7 @@ impl Stage {
             health: self.health.clone(),
             partitions: self.partitions.clone(),
             memory: self.memory.clone(),
+            rate_limit: self.rate_limit.clone(),
         };
         StatusServer::start(address, Arc::new(status))
             .await

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::counters::StageCounters;
 use super::memory_budget::MemoryUse;
+use super::rate_limit::RateLimit;
 use crate::config::ConsumerProfile;
 use crate::observe::{Health, PartitionBoard, StatusSource};
 use crate::plugin::PluginSlot;
@@ -20,6 +21,7 @@ pub(crate) struct StageStatus {
     pub(crate) health: Arc<Health>,
     pub(crate) partitions: Arc<PartitionBoard>,
     pub(crate) memory: Arc<MemoryUse>,
+    pub(crate) rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl StatusSource for StageStatus {
@@ -69,6 +71,7 @@ impl StatusSource for StageStatus {
             "connection_errors": self.health.connection_errors(),
             "consumer_recreations": self.health.consumer_recreations(),
             "memory": self.memory.report(),
+            "rate_limit": self.rate_limit.as_ref().map(|limit| limit.report()),
         })
     }
 }
