@@ -1,7 +1,8 @@
 //! A stage whose plugin calls out, against a real broker (tansu) and a
-//! real HTTP service: the service's answers become outputs and dead
-//! letters, offsets are committed, and a stage without the grant refuses
-//! the plugin at startup and at hot reload.
+//! real HTTP service, in every language: the service's answers (found, not
+//! found, too many requests, too slow, too big) become outputs, retries and
+//! dead letters, offsets are committed, and a stage without the grant
+//! refuses the plugin at startup and at hot reload.
 
 use std::time::Duration;
 
@@ -59,9 +60,11 @@ fn lookups_become_outputs_and_dead_letters_and_every_offset_is_committed_in_ever
     let mut requests_before = 0;
     for language in Language::ALL {
         let name = format!("{language:?}").to_lowercase();
-        // The last is answered 429 with `Retry-After: 2` once, then 200.
+        // The fifth is answered 429 with `Retry-After: 2` once, then 200;
+        // `slow` outlasts the grant's timeout every time; `big` answers more
+        // than the grant lets the plugin read.
         let recovering = format!("once:429:{name}");
-        let ids = ["a", "status:404", "b", "c", recovering.as_str()];
+        let ids = ["a", "status:404", "b", "c", recovering.as_str(), "slow", "big"];
         let topics = language_topics(&brokers, "ids", &name);
         let topics = [topics[0].as_str(), topics[1].as_str(), topics[2].as_str()];
         let inputs: Vec<Input> = ids
@@ -76,14 +79,17 @@ fn lookups_become_outputs_and_dead_letters_and_every_offset_is_committed_in_ever
             &language.plugin("enrich-http"),
             &group,
             topics,
-            &lookup_tables(&service),
+            &format!(
+                "{}timeout_ms = 500\nmax_response_bytes = 1000\n\n[retry]\nmax_attempts = 3\ninitial_backoff_ms = 100\n",
+                lookup_tables(&service)
+            ),
         )
         .sharing_cache(&shared_plugin_cache());
 
         let process = stage.start("stage.log");
         let outputs = read_topic(&brokers, topics[1], 4, LIMIT, SETTLE);
-        let dead_letters = read_topic(&brokers, topics[2], 1, LIMIT, SETTLE);
-        let committed = wait_for_commits(&brokers, &group, topics[0], &[Some(5)], Duration::from_secs(30));
+        let dead_letters = read_topic(&brokers, topics[2], 3, LIMIT, SETTLE);
+        let committed = wait_for_commits(&brokers, &group, topics[0], &[Some(7)], Duration::from_secs(30));
 
         let found: Vec<(String, String)> = outputs
             .iter()
@@ -100,26 +106,64 @@ fn lookups_become_outputs_and_dead_letters_and_every_offset_is_committed_in_ever
             "{language:?}; log:\n{}",
             process.log()
         );
-        assert_eq!(dead_letters.len(), 1, "{language:?}");
-        assert_eq!(dead_letters[0].key_text(), "key-1");
+        let dead: Vec<(String, String)> = dead_letters
+            .iter()
+            .map(|record| (record.key_text(), record.header("sluice.reason").unwrap_or_default()))
+            .collect();
+        assert_eq!(dead.len(), 3, "{language:?}: {dead:?}");
         assert_eq!(
             dead_letters[0].value_text(),
             record("status:404"),
             "the input, untouched"
         );
         assert_eq!(
-            dead_letters[0].header("sluice.reason").as_deref(),
-            Some(r#"lookup of id "status:404" found nothing (404 Not Found)"#),
+            dead[0],
+            (
+                "key-1".to_owned(),
+                r#"lookup of id "status:404" found nothing (404 Not Found)"#.to_owned()
+            ),
             "{language:?}"
         );
-        assert_eq!(committed, [Some(5)], "{language:?}");
+        // Too slow every time: retried, then dead-lettered.
+        assert_eq!(dead[1].0, "key-5");
+        assert!(
+            dead[1].1.starts_with("retries exhausted: lookup failed"),
+            "{language:?}: {}",
+            dead[1].1
+        );
+        // Too big: the plugin sees the refusal. Rust and Python name it and
+        // give up at once; JavaScript's fetch reports a failure like any
+        // other, which is retried.
+        assert_eq!(dead[2].0, "key-6");
+        let big_attempts = match language {
+            Language::JavaScript => {
+                assert!(
+                    dead[2].1.starts_with("retries exhausted: lookup failed"),
+                    "{}",
+                    dead[2].1
+                );
+                3
+            }
+            _ => {
+                assert!(
+                    dead[2].1.starts_with("lookup refused by the stage: ")
+                        && dead[2].1.contains("HttpResponseBodySize"),
+                    "{language:?}: {}",
+                    dead[2].1
+                );
+                1
+            }
+        };
+        assert_eq!(committed, [Some(7)], "{language:?}");
 
         // One request per message, in order; the recovering one twice, the
         // second after the delay its 429 asked for.
         let requests: Vec<SeenRequest> = service.requests().into_iter().skip(requests_before).collect();
         let subjects: Vec<Vec<u8>> = requests.iter().map(SeenRequest::subject).collect();
-        let mut expected: Vec<Vec<u8>> = ids.iter().map(|id| id.as_bytes().to_vec()).collect();
+        let mut expected: Vec<Vec<u8>> = ids[..5].iter().map(|id| id.as_bytes().to_vec()).collect();
         expected.push(recovering.as_bytes().to_vec());
+        expected.extend(std::iter::repeat_n(b"slow".to_vec(), 3));
+        expected.extend(std::iter::repeat_n(b"big".to_vec(), big_attempts));
         assert_eq!(subjects, expected, "{language:?}");
         assert_waited_for_retry_after(language, &requests[4], &requests[5]);
         requests_before += requests.len();
