@@ -158,6 +158,9 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
         return;
     };
     if request.path.ends_with("/early") {
+        // Recorded before the answer, so that a test that has the answer
+        // sees the request.
+        requests.lock().unwrap().push(request);
         let stream = reader.get_mut();
         let body = b"answered before the body";
         let head = format!(
@@ -167,7 +170,6 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
         let _ = stream.write_all(head.as_bytes());
         let _ = stream.write_all(body);
         let _ = stream.flush();
-        requests.lock().unwrap().push(request);
         return;
     }
     let subject = request.subject();
