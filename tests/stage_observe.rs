@@ -13,6 +13,9 @@ use sluice_tests::kafka::{Input, Record, create_topics, produce, read_topic};
 use sluice_tests::stage::StageFile;
 use sluice_tests::{file_sha256, rust_plugin};
 
+/// `/readyz` of a ready stage that crosses no `[health]` threshold.
+const READY: &str = r#"{"ready":true,"degraded":[]}"#;
+
 const LIMIT: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -70,7 +73,7 @@ fn status_endpoints_report_what_the_stage_did() {
     assert!(stats["processed_per_second"].as_f64().unwrap() > 0.0);
 
     assert_eq!(get(&address, "/healthz"), (200, "ok\n".to_owned()));
-    assert_eq!(get(&address, "/readyz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(&address, "/readyz"), (200, READY.to_owned()));
     let (status, metrics) = get(&address, "/metrics");
     assert_eq!(status, 200);
     let value = |series: &str| metric(&metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{metrics}"));
@@ -139,7 +142,7 @@ fn consumer_lag_per_partition_on_the_mock_cluster() {
     assert!(stats["retried"].as_u64().unwrap() >= 1);
     assert_eq!(
         get(&address, "/readyz"),
-        (200, "ok\n".to_owned()),
+        (200, READY.to_owned()),
         "a retrying partition is still a ready stage"
     );
 

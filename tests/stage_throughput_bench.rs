@@ -28,7 +28,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -40,6 +39,7 @@ use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, create_topics, produce, produce_batched};
 use sluice_tests::redis::Redis;
 use sluice_tests::stage::{StageFile, StageSpec};
+use sluice_tests::timing::{process_cpu, time_stage};
 use sluice_tests::{js_plugin, python_plugin, rust_plugin, workspace_root};
 
 /// The allocator the `sluice` binary runs with (host/src/main.rs), so the
@@ -192,18 +192,6 @@ impl Measured {
             cpu_per_message: cpu / messages as u32,
         }
     }
-}
-
-/// CPU time this process has used so far, all threads.
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let time = |value: libc::timeval| Duration::new(value.tv_sec as u64, value.tv_usec as u32 * 1000);
-    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// One round of one batched case.
@@ -402,28 +390,11 @@ fn sluice_stage(brokers: &str, plugin: &Path, group: &str, input: &str, output: 
         .expect("plugin");
     let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
     let stage = Stage::new(config, slot, brokers.to_owned()).expect("stage");
-    let counters = stage.counters();
-    let done = Arc::new(AtomicBool::new(false));
-    let watch = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut first = None;
-            loop {
-                let snapshot = counters.snapshot();
-                if first.is_none() && snapshot.received > 0 {
-                    first = Some((Instant::now(), process_cpu()));
-                }
-                if snapshot.finished >= message_count() as u64 || done.load(Ordering::Relaxed) {
-                    return first.map(|(at, cpu)| (at.elapsed(), process_cpu() - cpu));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
-    let summary = profiled(|| tokio.block_on(stage.run(Some(message_count() as u64)))).expect("stage runs");
-    done.store(true, Ordering::Relaxed);
-    let (elapsed, cpu) = watch.join().expect("watcher").expect("the stage received messages");
-    assert_eq!(summary.outputs, message_count() as u64);
-    Measured::new(message_count(), elapsed, cpu)
+    let count = message_count() as u64;
+    let timed = time_stage(stage, count, |stage| {
+        profiled(|| tokio.block_on(stage.run(Some(count)))).expect("stage runs")
+    });
+    assert_eq!(timed.summary.outputs, count);
+    Measured::new(message_count(), timed.elapsed, timed.cpu)
 }

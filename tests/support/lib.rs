@@ -11,6 +11,7 @@ pub mod lookup_service;
 pub mod process;
 pub mod redis;
 pub mod stage;
+pub mod timing;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

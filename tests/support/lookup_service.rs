@@ -17,10 +17,15 @@
 //! A request to a path ending in `/early` is answered 400 as soon as its
 //! head is read, and the connection closed: a server may answer before the
 //! client has finished its body.
+//!
+//! A test may also slow every answer down ([`LookupService::set_delay`]),
+//! take the service down (every answer 503 without `Retry-After`,
+//! [`LookupService::set_down`]), and read how many requests it was
+//! answering at once at most ([`LookupService::max_at_once`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -60,11 +65,38 @@ impl SeenRequest {
     }
 }
 
+/// What a test changes about the service while it runs.
+#[derive(Default)]
+struct Behaviour {
+    delay_ms: AtomicU64,
+    down: AtomicBool,
+    at_once: AtomicUsize,
+    max_at_once: AtomicUsize,
+}
+
+/// Counts a request as being answered while it lives.
+struct Answering<'a>(&'a Behaviour);
+
+impl<'a> Answering<'a> {
+    fn start(behaviour: &'a Behaviour) -> Self {
+        let now = behaviour.at_once.fetch_add(1, Ordering::SeqCst) + 1;
+        behaviour.max_at_once.fetch_max(now, Ordering::SeqCst);
+        Answering(behaviour)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.at_once.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The running service; stops when dropped.
 pub struct LookupService {
     pub address: SocketAddr,
     scheme: &'static str,
     requests: Arc<Mutex<Vec<SeenRequest>>>,
+    behaviour: Arc<Behaviour>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -91,10 +123,12 @@ impl LookupService {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the lookup service");
         let address = listener.local_addr().expect("address");
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(Behaviour::default());
         let stop = Arc::new(AtomicBool::new(false));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let thread = {
             let requests = requests.clone();
+            let behaviour = behaviour.clone();
             let stop = stop.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
@@ -103,16 +137,17 @@ impl LookupService {
                     }
                     let Ok(stream) = stream else { continue };
                     let requests = requests.clone();
+                    let behaviour = behaviour.clone();
                     let tls = tls.clone();
                     std::thread::spawn(move || {
                         stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
                         match tls {
                             Some(acceptor) => {
                                 if let Ok(stream) = acceptor.accept(stream) {
-                                    answer(stream, &requests);
+                                    answer(stream, &requests, &behaviour);
                                 }
                             }
-                            None => answer(stream, &requests),
+                            None => answer(stream, &requests, &behaviour),
                         }
                     });
                 }
@@ -122,6 +157,7 @@ impl LookupService {
             address,
             scheme,
             requests,
+            behaviour,
             stop,
             thread: Some(thread),
         }
@@ -140,6 +176,23 @@ impl LookupService {
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.requests.lock().unwrap().clone()
     }
+
+    /// Wait this long before answering anything (after reading it).
+    pub fn set_delay(&self, delay: Duration) {
+        self.behaviour
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// While down, every request is answered 503 without `Retry-After`.
+    pub fn set_down(&self, down: bool) {
+        self.behaviour.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The most requests the service was answering at one time.
+    pub fn max_at_once(&self) -> usize {
+        self.behaviour.max_at_once.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for LookupService {
@@ -152,11 +205,16 @@ impl Drop for LookupService {
     }
 }
 
-fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
+fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>, behaviour: &Behaviour) {
     let mut reader = BufReader::new(stream);
     let Some(request) = read_request(&mut reader) else {
         return;
     };
+    let _answering = Answering::start(behaviour);
+    let delay = behaviour.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
     if request.path.ends_with("/early") {
         // Recorded before the answer, so that a test that has the answer
         // sees the request.
@@ -179,7 +237,9 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
         requests.push(request.clone());
         !seen
     };
+    let down = behaviour.down.load(Ordering::SeqCst);
     let (status, body) = match std::str::from_utf8(&subject).unwrap_or("") {
+        _ if down => (503, b"down".to_vec()),
         "hang-up" => return,
         text if text.starts_with("once:") && first_time => {
             let status: u16 = text["once:".len()..]
@@ -211,6 +271,7 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>) {
     };
     let stream = reader.get_mut();
     let retry_after = match status {
+        _ if down => "",
         429 | 503 => "retry-after: 2\r\n",
         _ => "",
     };

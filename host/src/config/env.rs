@@ -14,7 +14,7 @@ use figment::{Metadata, Profile, Provider};
 /// Tables, longest first so `plugin_limits` wins over `plugin`. The flag says
 /// whether the rest of the name is a librdkafka property (dots, not
 /// underscores).
-const TABLES: [(&str, &str, bool); 18] = [
+const TABLES: [(&str, &str, bool); 20] = [
     ("kafka_consumer_properties_", "kafka.consumer_properties", true),
     ("kafka_producer_properties_", "kafka.producer_properties", true),
     ("kafka_create_topics_", "kafka.create_topics", false),
@@ -28,6 +28,8 @@ const TABLES: [(&str, &str, bool); 18] = [
     ("embedded_", "embedded", false),
     ("observe_", "observe", false),
     ("startup_", "startup", false),
+    ("breaker_", "breaker", false),
+    ("health_", "health", false),
     ("dedup_", "dedup", false),
     ("plugin_", "plugin", false),
     ("kafka_", "kafka", false),

@@ -9,7 +9,9 @@ use redis::IntoConnectionInfo;
 
 use super::env::{EnvOverride, NotUnicode};
 use super::profile::ConsumerProfile;
-use super::stage::{DedupKeyKind, DedupSection, MAX_CONCURRENCY, StageConfig};
+use super::stage::{
+    BreakerSection, DedupKeyKind, DedupSection, HealthSection, MAX_CONCURRENCY, MessageOrder, StageConfig,
+};
 use crate::capability::keyvalue::BackendKind;
 use crate::plugin::PluginLimits;
 
@@ -184,6 +186,18 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     if let Some(limit) = stage.max_messages_per_second {
         between("stage.max_messages_per_second", limit, 1, 10_000_000)?;
     }
+    if let Some(calls) = stage.max_concurrency_per_partition {
+        between("stage.max_concurrency_per_partition", calls, 1, MAX_CONCURRENCY)?;
+        if stage.ordering == MessageOrder::Partition && calls > 1 {
+            return Err((
+                "stage.max_concurrency_per_partition",
+                format!(
+                    "is {calls}, but ordering = \"partition\" handles one call of a partition at a time; \
+                     set stage.ordering = \"key\" or \"none\" to run several"
+                ),
+            ));
+        }
+    }
 
     let plugin = &config.plugin;
     if !plugin.path.is_file() {
@@ -313,6 +327,10 @@ fn validate(config: &StageConfig) -> Result<(), Invalid> {
     if let Some(dedup) = &config.dedup {
         validate_dedup(dedup)?;
     }
+    if let Some(breaker) = &config.breaker {
+        validate_breaker(breaker)?;
+    }
+    validate_health(&config.health)?;
 
     let embedded = &config.embedded;
     if !kafka.is_embedded() && (embedded.seed.is_some() || embedded.partitions.is_some()) {
@@ -353,6 +371,43 @@ fn not_above_max_backoff(
 ) -> Result<(), Invalid> {
     if initial_ms > max_ms {
         return Err((key, format!("({initial_ms}) is larger than {max_key} ({max_ms})")));
+    }
+    Ok(())
+}
+
+fn validate_breaker(breaker: &BreakerSection) -> Result<(), Invalid> {
+    // At 0 the breaker would open on the first window of successes.
+    between_float("breaker.failure_share", breaker.failure_share, 0.01, 1.0)?;
+    between("breaker.window_seconds", breaker.window_seconds, 1, 3600)?;
+    between("breaker.min_attempts", breaker.min_attempts, 1, 1_000_000)?;
+    if breaker.failures.is_empty() {
+        return Err((
+            "breaker.failures",
+            "is empty, so the breaker could never open; list what counts as failed, \
+             e.g. [\"retry\", \"trap\", \"deadline\"], or remove [breaker]"
+                .to_owned(),
+        ));
+    }
+    between("breaker.probe_backoff_ms", breaker.probe_backoff_ms, 1, HOUR_MS)?;
+    between("breaker.max_probe_backoff_ms", breaker.max_probe_backoff_ms, 1, HOUR_MS)?;
+    not_above_max_backoff(
+        "breaker.probe_backoff_ms",
+        "breaker.max_probe_backoff_ms",
+        breaker.probe_backoff_ms,
+        breaker.max_probe_backoff_ms,
+    )
+}
+
+fn validate_health(health: &HealthSection) -> Result<(), Invalid> {
+    between("health.window_seconds", health.window_seconds, 1, 3600)?;
+    if let Some(share) = health.max_failure_share {
+        between_float("health.max_failure_share", share, 0.0, 1.0)?;
+    }
+    if let Some(latency) = health.max_call_latency_ms {
+        between("health.max_call_latency_ms", latency, 1, HOUR_MS)?;
+    }
+    if let Some(share) = health.max_dead_letter_share {
+        between_float("health.max_dead_letter_share", share, 0.0, 1.0)?;
     }
     Ok(())
 }
@@ -533,8 +588,18 @@ mod tests {
 
     /// Every numeric key of a stage file. Each must have its bounds
     /// documented in the example and enforced by the loader.
-    const NUMERIC_KEYS: [&str; 41] = [
+    const NUMERIC_KEYS: [&str; 51] = [
+        "breaker.failure_share",
+        "breaker.window_seconds",
+        "breaker.min_attempts",
+        "breaker.probe_backoff_ms",
+        "breaker.max_probe_backoff_ms",
+        "health.window_seconds",
+        "health.max_failure_share",
+        "health.max_call_latency_ms",
+        "health.max_dead_letter_share",
         "stage.batch_size",
+        "stage.max_concurrency_per_partition",
         "stage.max_messages_per_second",
         "stage.concurrency",
         "stage.max_in_flight_per_partition",
@@ -665,6 +730,10 @@ mod tests {
             "retry.max_backoff_ms" => doc.set("retry.initial_backoff_ms", "0"),
             "startup.initial_backoff_ms" => doc.set("startup.max_backoff_ms", "3600000"),
             "startup.max_backoff_ms" => doc.set("startup.initial_backoff_ms", "0"),
+            "breaker.probe_backoff_ms" => doc.set("breaker.max_probe_backoff_ms", "3600000"),
+            "breaker.max_probe_backoff_ms" => doc.set("breaker.probe_backoff_ms", "1"),
+            // Only key and no order run several calls of a partition.
+            "stage.max_concurrency_per_partition" => doc.set("stage.ordering", "\"key\""),
             // A claim lease must cover three Redis timeouts.
             "dedup.claim_lease_ms" => doc.set("dedup.redis_timeout_ms", "1"),
             "dedup.redis_timeout_ms" => doc.set("dedup.claim_lease_ms", "3600000"),
@@ -708,6 +777,9 @@ mod tests {
                 "retry.multiplier",
                 "retry.jitter",
                 "plugin.reload.rollback_failure_rate",
+                "breaker.failure_share",
+                "health.max_failure_share",
+                "health.max_dead_letter_share",
             ]
             .contains(&key.as_str());
             let literal = |text: &str| -> String {
@@ -910,7 +982,7 @@ mod tests {
 
     /// Tables and leaf keys of the stage file (the leaves are all keys but
     /// the librdkafka and plugin config tables' free-form entries).
-    const TABLES: [&str; 16] = [
+    const TABLES: [&str; 18] = [
         "stage",
         "plugin",
         "plugin.limits",
@@ -927,11 +999,15 @@ mod tests {
         "embedded",
         "observe",
         "startup",
+        "breaker",
+        "health",
     ];
 
-    const OTHER_KEYS: [&str; 18] = [
+    const OTHER_KEYS: [&str; 20] = [
         "stage.name",
         "stage.profile",
+        "stage.ordering",
+        "breaker.failures",
         "plugin.path",
         "plugin.cache_dir",
         "plugin.reload.watch",

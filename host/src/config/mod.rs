@@ -10,7 +10,8 @@ mod stage;
 pub use load::{ConfigError, load};
 pub use profile::ConsumerProfile;
 pub use stage::{
-    ConsumerRecoverySection, CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection, KafkaSection, ObserveSection,
-    OnStoreError, PluginSection, RetrySection, StageConfig, StageSection, StartupSection,
+    AttemptFailure, BreakerSection, ConsumerRecoverySection, CreateTopics, DedupKeyKind, DedupSection, EmbeddedSection,
+    HealthSection, KafkaSection, MessageOrder, ObserveSection, OnStoreError, PluginSection, RetrySection, StageConfig,
+    StageSection, StartupSection,
 };
 pub(crate) use stage::{optional_string_or_list, string_or_list};

@@ -21,6 +21,12 @@ pub struct StageConfig {
     pub retry: RetrySection,
     /// Skip messages already handled; off without this section.
     pub dedup: Option<DedupSection>,
+    /// Stop taking messages while most attempts fail; off without this
+    /// section.
+    pub breaker: Option<BreakerSection>,
+    /// When the stage counts as degraded; every check is off unless set.
+    #[serde(default)]
+    pub health: HealthSection,
     /// Only for `kafka.brokers = "embedded"`.
     #[serde(default)]
     pub embedded: EmbeddedSection,
@@ -117,6 +123,49 @@ pub struct StageSection {
     /// limit is backpressure: the partitions stop fetching.
     #[serde(default)]
     pub max_messages_per_second: Option<u32>,
+    /// Which messages of a partition are handled in order with each other;
+    /// the rest may be handled at once.
+    #[serde(default)]
+    pub ordering: MessageOrder,
+    /// Plugin calls one partition may have running at once. Only `"key"`
+    /// and `"none"` ordering run more than one; defaults to 16 for them.
+    /// `concurrency` still bounds the calls of the whole stage.
+    #[serde(default)]
+    pub max_concurrency_per_partition: Option<usize>,
+}
+
+impl StageSection {
+    /// `max_concurrency_per_partition` with its default for the ordering.
+    pub fn concurrency_per_partition(&self) -> usize {
+        match self.ordering {
+            MessageOrder::Partition => 1,
+            MessageOrder::Key | MessageOrder::None => self.max_concurrency_per_partition.unwrap_or(16),
+        }
+    }
+}
+
+/// `stage.ordering`: what order a partition's messages are handled in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageOrder {
+    /// One message (or batch) of a partition at a time, in offset order.
+    #[default]
+    Partition,
+    /// Messages with the same key in offset order, different keys at once;
+    /// each keyless message on its own.
+    Key,
+    /// Every message on its own; a retry holds back only itself.
+    None,
+}
+
+impl MessageOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageOrder::Partition => "partition",
+            MessageOrder::Key => "key",
+            MessageOrder::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -237,6 +286,84 @@ impl Default for RetrySection {
             max_backoff_ms: 10_000,
             multiplier: 2.0,
             jitter: 0.2,
+        }
+    }
+}
+
+/// The failure-flood breaker: when a dependency of the handler is down,
+/// every message would be retried until it is dead-lettered. Once the share
+/// of failed attempts over the window reaches `failure_share`, the stage
+/// stops handing messages to the plugin on every partition and probes with
+/// one message at a time, on a backoff, until one succeeds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Open at this share of failed attempts (0 to 1) in the window.
+    pub failure_share: f64,
+    /// The window the share is taken over, in seconds.
+    pub window_seconds: u64,
+    /// No judgement on fewer attempts than this in the window.
+    pub min_attempts: u32,
+    /// Which outcomes of an attempt count as failed.
+    pub failures: Vec<AttemptFailure>,
+    /// The first probe's wait after opening, in milliseconds; doubled after
+    /// each failed probe, up to `max_probe_backoff_ms`.
+    pub probe_backoff_ms: u64,
+    pub max_probe_backoff_ms: u64,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            failure_share: 0.5,
+            window_seconds: 30,
+            min_attempts: 20,
+            failures: vec![AttemptFailure::Retry, AttemptFailure::Trap, AttemptFailure::Deadline],
+            probe_backoff_ms: 1_000,
+            max_probe_backoff_ms: 30_000,
+        }
+    }
+}
+
+/// An outcome of a plugin attempt that the breaker may count as failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptFailure {
+    /// The plugin asked for a retry (a dependency answered 503, timed out).
+    Retry,
+    Trap,
+    Deadline,
+    MemoryLimit,
+    ContractViolation,
+    HostPanic,
+}
+
+/// Thresholds over a recent window past which `/readyz` and `/stats` call
+/// the stage degraded (it stays ready): trouble an operator should see
+/// before it becomes an outage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    /// The window the checks look at, in seconds.
+    pub window_seconds: u64,
+    /// Degraded at this share (0 to 1) of attempts that failed (trapped,
+    /// ran out of time or memory, or asked for a retry).
+    pub max_failure_share: Option<f64>,
+    /// Degraded when the 99th percentile of plugin call durations reaches
+    /// this, in milliseconds.
+    pub max_call_latency_ms: Option<u64>,
+    /// Degraded at this share (0 to 1) of finished messages that were
+    /// dead-lettered.
+    pub max_dead_letter_share: Option<f64>,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            window_seconds: 60,
+            max_failure_share: None,
+            max_call_latency_ms: None,
+            max_dead_letter_share: None,
         }
     }
 }

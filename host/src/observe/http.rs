@@ -18,6 +18,11 @@ pub trait StatusSource: Send + Sync + 'static {
     fn liveness(&self) -> Result<(), String>;
     /// `Err(reason)`: the stage cannot process messages right now.
     fn readiness(&self) -> Result<(), String>;
+    /// Thresholds the stage crosses while it still works: `/readyz` lists
+    /// them and stays 200.
+    fn degraded(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Everything `/stats` shows, as JSON.
     fn stats(&self) -> serde_json::Value;
 }
@@ -70,8 +75,18 @@ async fn healthz(State(source): Source) -> Response {
     verdict(source.liveness())
 }
 
+/// 200 or 503 with a JSON body: `{"ready": true, "degraded": [...]}`, or
+/// `{"ready": false, "reason": "...", "degraded": [...]}`.
 async fn readyz(State(source): Source) -> Response {
-    verdict(source.readiness())
+    let degraded = source.degraded();
+    match source.readiness() {
+        Ok(()) => axum::Json(serde_json::json!({ "ready": true, "degraded": degraded })).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "ready": false, "reason": reason, "degraded": degraded })),
+        )
+            .into_response(),
+    }
 }
 
 fn verdict(result: Result<(), String>) -> Response {

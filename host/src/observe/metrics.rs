@@ -72,6 +72,13 @@ pub const RATE_LIMIT_PER_SECOND: &str = "sluice_rate_limit_messages_per_second";
 pub const RATE_LIMITED_MESSAGES: &str = "sluice_rate_limited_messages_total";
 /// How long each message or batch waited for the rate limit.
 pub const RATE_LIMIT_WAIT_SECONDS: &str = "sluice_rate_limit_wait_seconds";
+/// 1 while the `[breaker]` is open or probing, 0 while closed.
+pub const BREAKER_OPEN: &str = "sluice_breaker_open";
+/// Breaker transitions, by the state entered (`open`, `closed`); a failed
+/// probe counts as entering `open` again.
+pub const BREAKER_TRANSITIONS: &str = "sluice_breaker_transitions_total";
+/// 1 while a `[health]` threshold is crossed, 0 otherwise.
+pub const DEGRADED: &str = "sluice_degraded";
 
 /// Latency buckets in seconds: from a fast Rust call (well under a
 /// millisecond) to a message that waited out retries.
@@ -191,6 +198,9 @@ fn describe() {
         "Claims found expired or taken over when renewed (their messages may be handled twice)"
     );
     describe_counter!(PLUGIN_RELOADS, "Hot reloads of the plugin, by outcome");
+    describe_gauge!(BREAKER_OPEN, "1 while the failure-flood breaker is open or probing");
+    describe_counter!(BREAKER_TRANSITIONS, "Breaker transitions, by the state entered");
+    describe_gauge!(DEGRADED, "1 while a [health] threshold is crossed");
     describe_counter!(INIT_ATTEMPTS, "Attempts at each startup step, retries included");
     describe_counter!(CONNECTION_ERRORS, "Errors reaching the brokers");
     describe_counter!(

@@ -351,6 +351,7 @@ impl ConsumerLoop {
                 metrics::gauge!(crate::observe::metrics::IN_FLIGHT_BYTES)
                     .set(registry.context.memory.in_flight().used() as f64);
                 registry.commit(&consumer, false);
+                registry.context.degraded.watch();
                 last_commit = Instant::now();
             }
             let mut why = errors.recreation_due();

@@ -5,13 +5,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::counter;
 
+use super::recent_activity::RecentActivity;
 use crate::observe::metrics::{
     DEDUP_CLAIM_TAKEOVERS, DEDUP_CLAIM_WAITS, DEDUP_CLAIMS_LOST, DEDUP_STORE_ERRORS, DELIVERY_FAILURES,
     END_TO_END_SECONDS, FAILED_ATTEMPTS, MESSAGES_FINISHED, MESSAGES_RECEIVED, OUTPUT_RECORDS, PLUGIN_CALL_SECONDS,
     RETRIES,
 };
 use crate::observe::{LatencyHistogram, LatencySummary};
-use crate::plugin::FailureKind;
+use crate::plugin::{FailureKind, PluginFailure, Verdict};
 
 /// Counted as things become durable, so the totals can be trusted: an
 /// output counts once the broker acknowledged it. Each count also goes to
@@ -19,6 +20,8 @@ use crate::plugin::FailureKind;
 #[derive(Debug, Default)]
 pub struct StageCounters {
     plugin_latency: LatencyHistogram,
+    /// The same, second by second, for the `[health]` checks.
+    recent: std::sync::Arc<RecentActivity>,
     received: AtomicU64,
     finished: AtomicU64,
     outputs: AtomicU64,
@@ -120,6 +123,8 @@ impl StageCounters {
             self.dead_lettered.fetch_add(dead_lettered, Ordering::Relaxed);
             counter!(MESSAGES_FINISHED, "outcome" => "dead_lettered").increment(dead_lettered);
         }
+        self.recent
+            .finished(with_outputs + filtered + dead_lettered, dead_lettered);
     }
 
     pub(crate) fn retry(&self) {
@@ -166,9 +171,16 @@ impl StageCounters {
     }
 
     /// One plugin call (of one message or a batch) took `duration`.
-    pub(crate) fn plugin_call(&self, duration: Duration) {
+    /// One plugin call: its duration, and each message's attempt.
+    pub(crate) fn plugin_call(&self, duration: Duration, results: &[Result<Verdict, PluginFailure>]) {
+        self.recent.call(duration, results);
         self.plugin_latency.record(duration);
         metrics::histogram!(PLUGIN_CALL_SECONDS).record(duration.as_secs_f64());
+    }
+
+    /// The last hour, second by second.
+    pub(crate) fn recent(&self) -> std::sync::Arc<RecentActivity> {
+        self.recent.clone()
     }
 
     /// Percentiles of plugin call durations since the stage started.

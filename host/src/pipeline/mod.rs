@@ -13,16 +13,19 @@
 //! driver that carries those steps out) and `consumer_loop` (assignment,
 //! commits, supervision, recreation).
 
+mod breaker;
 mod claim_book;
 mod consumer_errors;
 mod consumer_loop;
 mod counters;
 mod dead_letter;
 mod dedup_screen;
+mod degraded;
 mod deliveries_in_flight;
 mod fault_injection;
 mod in_flight_bytes;
 mod instance_pool;
+mod lanes;
 mod memory_budget;
 mod next_step;
 mod offset_tracker;
@@ -30,10 +33,12 @@ mod partition_worker;
 mod plugin_caller;
 mod prefetch_sizing;
 mod rate_limit;
+mod recent_activity;
 mod record_headers;
 mod record_intake;
 mod recreation_budget;
 mod retry_policy;
+mod second_buckets;
 mod stage;
 mod startup;
 mod status;

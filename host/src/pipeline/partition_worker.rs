@@ -1,21 +1,24 @@
 //! One partition's worker: the driver that carries out what
 //! [`next_step`](super::next_step) decides. It takes its partition's
-//! messages in order, asks the plugin, produces outputs or dead letters,
-//! waits out retries and failed deliveries in place, and reports how far
-//! the partition is finished.
+//! messages, hands them to the plugin as [`Lanes`] allows (one call at a
+//! time in partition order, several at once in key or no order), produces
+//! outputs or dead letters, waits out retries and failed deliveries in
+//! place, holding back only their lane, and reports how far the partition
+//! is finished.
 //!
 //! Every wait in here is stop-aware: the plugin call, the producer's full
 //! queue, a retry's backoff, the dedup store. Told to stop, the worker
 //! gives up what it has not finished (it stays uncommitted, to be consumed
 //! again) and drains acknowledgements already under way.
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -23,13 +26,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::breaker::Breaker;
 use super::consumer_errors::ConsumerErrors;
 use super::counters::{Outcomes, StageCounters};
 use super::dead_letter::DeadLetterHeaders;
 use super::dedup_screen::{Dedup, DedupScreen, Screened};
+use super::degraded::DegradedCheck;
 use super::deliveries_in_flight::{DeliveriesInFlight, Settled};
 use super::fault_injection::FaultInjection;
 use super::instance_pool::InstancePool;
+use super::lanes::{Lane, Lanes};
 use super::memory_budget::MemoryUse;
 use super::next_step::{
     AfterCall, AfterDeliveryFailure, Omission, RecordRole, after_delivery_failure, after_plugin_call,
@@ -41,6 +47,7 @@ use super::record_headers::{dead_letter_record, output_headers, trace_for};
 use super::record_intake::{HandOver, RecordIntake};
 use super::retry_policy::RetryPolicy;
 use super::supervision::{StageFault, panic_message};
+use crate::config::MessageOrder;
 use crate::kafka::{ConsumedRecord, DeliveryFailureKind, OutgoingRecord, PartitionFeed, SinkProducer, TopicPartition};
 use crate::observe::{Health, LogThrottle, PartitionBoard, TraceParent};
 use crate::plugin::{Header, Message, Output, Plugin, PluginFailure, PluginSlot};
@@ -55,6 +62,10 @@ pub(crate) struct WorkerContext {
     pub(crate) dead_letter_topic: String,
     pub(crate) retry: RetryPolicy,
     pub(crate) batch_size: usize,
+    /// `stage.ordering`.
+    pub(crate) ordering: MessageOrder,
+    /// Plugin calls one partition may have running at once.
+    pub(crate) calls_per_partition: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) drain_timeout: Duration,
     /// How long stopping may take in all: the drain, plus a dedup store
@@ -65,6 +76,10 @@ pub(crate) struct WorkerContext {
     pub(crate) plugin_calls: Arc<Semaphore>,
     /// `stage.max_messages_per_second`, shared by every partition.
     pub(crate) rate_limit: Option<Arc<RateLimit>>,
+    /// `[breaker]`, shared by every partition.
+    pub(crate) breaker: Option<Arc<Breaker>>,
+    /// `[health]`'s thresholds, looked at by the consumer thread.
+    pub(crate) degraded: Arc<DegradedCheck>,
     /// Plugin instances, borrowed per call by every partition.
     pub(crate) instances: Arc<InstancePool>,
     /// The memory budget: its in-flight share bounds what workers take.
@@ -147,12 +162,13 @@ pub(crate) fn spawn_worker(feed: PartitionFeed, context: Arc<WorkerContext>) -> 
             context.instances.clone(),
             context.counters.clone(),
         ),
+        lanes: Lanes::new(context.ordering),
+        calls: FuturesUnordered::new(),
         context: context.clone(),
         intake,
-        backlog: VecDeque::new(),
         tracker: OffsetTracker::new(),
         in_flight: DeliveriesInFlight::new(context.producer.clone()),
-        held_retry: None,
+        held_retries: Vec::new(),
         redeliveries: Vec::new(),
         blocked: false,
         halted: false,
@@ -189,6 +205,9 @@ struct Delivery {
     carrying: Carrying,
     /// Delivery failures of this message so far.
     failures: u32,
+    /// It failed and holds its message's lane until it is acknowledged,
+    /// so nothing after it in the lane overtakes it.
+    holds_lane: bool,
 }
 
 /// What a message's delivery carries.
@@ -206,6 +225,14 @@ enum Carrying {
 /// A delivery whose records are acknowledged, or some failed.
 type Delivered = Settled<Delivery>;
 
+/// A plugin call that came back.
+struct FinishedCall {
+    called: Called,
+    /// It was the breaker's probe, and it failed: its message has not used
+    /// up an attempt, and waits for the breaker like any other.
+    failed_probe: bool,
+}
+
 /// A message waiting out its backoff before the plugin sees it again.
 struct HeldRetry {
     message: Message,
@@ -213,7 +240,8 @@ struct HeldRetry {
     due: Instant,
 }
 
-/// Records waiting out their backoff before they are produced again.
+/// Records waiting out their backoff before they are produced again; they
+/// hold their message's lane until they are acknowledged.
 struct Redelivery {
     delivery: Delivery,
     /// The output records that failed; a dead letter is rebuilt instead.
@@ -228,12 +256,16 @@ struct PartitionWorker {
     context: Arc<WorkerContext>,
     plugin: PluginCaller,
     intake: RecordIntake,
-    /// Messages taken but put back behind a retry, to handle next.
-    backlog: VecDeque<Message>,
+    /// Messages taken and not yet handed to the plugin, and which of them
+    /// may go next.
+    lanes: Lanes,
+    /// Plugin calls running, at most `calls_per_partition`.
+    calls: FuturesUnordered<BoxFuture<'static, FinishedCall>>,
     tracker: OffsetTracker,
     dedup: Option<DedupScreen>,
     in_flight: DeliveriesInFlight<Delivery>,
-    held_retry: Option<HeldRetry>,
+    /// Messages waiting out a retry's backoff, each holding its lane.
+    held_retries: Vec<HeldRetry>,
     redeliveries: Vec<Redelivery>,
     /// The partition's dead letters cannot be written: health says so.
     blocked: bool,
@@ -247,23 +279,27 @@ struct PartitionWorker {
 impl PartitionWorker {
     async fn run(mut self) {
         let batch_size = self.context.batch_size;
+        // Enough taken ahead to find free lanes for every call, bounded so
+        // a partition does not hoard what it cannot hand out.
+        let queue_limit = batch_size
+            .saturating_mul(self.context.calls_per_partition)
+            .saturating_mul(4);
         let mut received = Vec::with_capacity(batch_size);
         loop {
-            if self.may_call_plugin() && !self.backlog.is_empty() {
-                let count = batch_size.min(self.backlog.len());
-                let messages: Vec<Message> = self.backlog.drain(..count).collect();
-                if self.handle(messages).await.is_err() {
-                    break;
-                }
-                continue;
-            }
+            self.dispatch();
             let wake_at = self.next_wake();
-            let may_take = self.may_call_plugin() && self.in_flight.len() < self.context.max_in_flight;
+            let may_take =
+                !self.halted && self.lanes.waiting() < queue_limit && self.in_flight.len() < self.context.max_in_flight;
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
                 ready = self.in_flight.next_settled(), if !self.in_flight.is_empty() => {
                     if self.on_delivered(ready).await.is_err() {
+                        break;
+                    }
+                }
+                Some(called) = self.calls.next(), if !self.calls.is_empty() => {
+                    if self.on_called(called).await.is_err() {
                         break;
                     }
                 }
@@ -274,9 +310,7 @@ impl PartitionWorker {
                 }
                 Some(settled) = settle_waiting(self.dedup.as_mut(), &self.stop), if may_take && self.dedup.as_ref().is_some_and(DedupScreen::has_waiting) => {
                     self.finish(settled.already_done);
-                    if !settled.to_handle.is_empty() && self.handle(settled.to_handle).await.is_err() {
-                        break;
-                    }
+                    settled.to_handle.into_iter().for_each(|message| self.lanes.push(message));
                 }
                 _ = self.intake.take(&mut received, batch_size), if may_take => {
                     self.context.counters.received(received.len() as u64);
@@ -290,26 +324,71 @@ impl PartitionWorker {
                     let Ok(messages) = self.screen(messages).await else {
                         break;
                     };
-                    if !messages.is_empty() && self.handle(messages).await.is_err() {
-                        break;
-                    }
+                    messages.into_iter().for_each(|message| self.lanes.push(message));
                 }
             }
         }
         self.drain().await;
     }
 
-    /// New plugin calls wait while a message of this partition waits out a
-    /// retry or a redelivery: that is what keeps the partition's order.
-    fn may_call_plugin(&self) -> bool {
-        self.held_retry.is_none() && self.redeliveries.is_empty() && !self.halted
+    /// Start plugin calls on whatever the lanes let go, up to the
+    /// partition's share of calls.
+    fn dispatch(&mut self) {
+        while !self.halted && self.calls.len() < self.context.calls_per_partition && self.lanes.has_ready() {
+            let messages = self.lanes.take(self.messages_per_call());
+            self.start_call(messages);
+        }
+    }
+
+    /// A batch under partition order; under key or no order one message
+    /// per call when the plugin calls out, since its batch would wait on
+    /// each message's requests in turn rather than at once.
+    fn messages_per_call(&self) -> usize {
+        match self.context.ordering {
+            MessageOrder::Partition => self.context.batch_size,
+            MessageOrder::Key | MessageOrder::None if self.context.plugin.current().plugin.calls_out() => 1,
+            MessageOrder::Key | MessageOrder::None => self.context.batch_size,
+        }
+    }
+
+    /// Call the plugin on `messages` once the breaker and the rate limit
+    /// let them through; the verdicts come back through `calls`. A probe
+    /// of the breaker carries only the first message; the others come
+    /// back without verdicts.
+    fn start_call(&mut self, mut messages: Vec<Message>) {
+        let breaker = self.context.breaker.clone();
+        let rate_limit = self.context.rate_limit.clone();
+        let caller = self.plugin.clone();
+        self.calls.push(
+            async move {
+                let admission = match &breaker {
+                    Some(breaker) => Some(breaker.admit().await),
+                    None => None,
+                };
+                let held_back = match &admission {
+                    Some(admission) if admission.is_probe() && messages.len() > 1 => messages.split_off(1),
+                    _ => Vec::new(),
+                };
+                if let Some(rate_limit) = rate_limit {
+                    rate_limit.admit(messages.len()).await;
+                }
+                let mut called = caller.call(messages).await;
+                let failed_probe = match (breaker, admission) {
+                    (Some(breaker), Some(admission)) => breaker.finish(admission, &called.results),
+                    _ => false,
+                };
+                called.messages.extend(held_back);
+                FinishedCall { called, failed_probe }
+            }
+            .boxed(),
+        );
     }
 
     fn next_wake(&self) -> Option<Instant> {
         if self.halted {
             return None;
         }
-        let retry = self.held_retry.as_ref().map(|held| held.due);
+        let retry = self.held_retries.iter().map(|held| held.due).min();
         let redelivery = self.redeliveries.iter().map(|redelivery| redelivery.due).min();
         retry.into_iter().chain(redelivery).min()
     }
@@ -325,26 +404,45 @@ impl PartitionWorker {
         Ok(screened.to_handle)
     }
 
-    /// Ask the plugin about `messages` and act on the verdicts in order. At
-    /// the first retry or failure the rest go back to the backlog and the
-    /// message waits in place, so the partition's order holds.
-    async fn handle(&mut self, messages: Vec<Message>) -> Result<(), Stopped> {
+    /// Act on a call's verdicts in order. A message that now waits for a
+    /// retry keeps its lane held; every other message releases its lane.
+    /// Messages the call has no verdict for, and those behind a waiting
+    /// message in its lane (partition order), go back to the front of
+    /// their lanes.
+    async fn on_called(&mut self, finished: FinishedCall) -> Result<(), Stopped> {
+        let FinishedCall { called, failed_probe } = finished;
         let Called {
             messages,
             results,
             plugin,
-        } = self.call_plugin(messages).await?;
+        } = called;
+        if failed_probe {
+            for result in &results {
+                if let Err(failure) = result {
+                    self.context.counters.failed_attempt(failure.kind);
+                }
+            }
+            tracing::debug!(partition = %self.label, "the breaker's probe failed; its message waits for the next");
+            self.lanes.put_back(messages.into_iter());
+            return Ok(());
+        }
         let mut messages = messages.into_iter();
+        let mut waiting_lanes: Vec<Lane> = Vec::new();
+        let mut not_handled = Vec::new();
         for result in results {
             let message = messages.next().expect("a result per message at most");
-            let waits = self.act(message, result, &plugin).await?;
-            if waits {
-                break;
+            let lane = self.lanes.lane_of(&message);
+            if waiting_lanes.contains(&lane) {
+                not_handled.push(message);
+                continue;
+            }
+            if self.act(message, result, &plugin).await? {
+                waiting_lanes.push(lane);
+            } else {
+                self.lanes.release(lane);
             }
         }
-        for message in messages.rev() {
-            self.backlog.push_front(message);
-        }
+        self.lanes.put_back(not_handled.into_iter().chain(messages));
         Ok(())
     }
 
@@ -370,6 +468,7 @@ impl PartitionWorker {
                 plugin: plugin.clone(),
                 carrying: Carrying::Nothing,
                 failures: 0,
+                holds_lane: false,
             }),
             AfterCall::DeadLetter(reason) => {
                 let span = message_span(&message, plugin);
@@ -380,7 +479,7 @@ impl PartitionWorker {
                 self.context.counters.retry();
                 let span = message_span(&message, plugin);
                 tracing::debug!(parent: &span, attempt = message.attempt, ?after, %reason, "retrying after backoff");
-                self.held_retry = Some(HeldRetry {
+                self.held_retries.push(HeldRetry {
                     message,
                     reason,
                     due: Instant::now() + after,
@@ -391,21 +490,22 @@ impl PartitionWorker {
         Ok(false)
     }
 
-    /// Whatever waited out its backoff goes again: the held message to the
-    /// plugin (with the version serving now, so a rollback can rescue it),
-    /// failed records to the producer.
+    /// Whatever waited out its backoff goes again: held messages to the
+    /// plugin (with the version serving now, so a rollback can rescue
+    /// them), failed records to the producer, which lets their lanes go.
     async fn wake(&mut self) -> Result<(), Stopped> {
         let now = Instant::now();
-        if self.held_retry.as_ref().is_some_and(|held| held.due <= now) {
-            let HeldRetry {
-                mut message, reason, ..
-            } = self.held_retry.take().expect("checked above");
+        let (due, waiting): (Vec<HeldRetry>, Vec<HeldRetry>) = std::mem::take(&mut self.held_retries)
+            .into_iter()
+            .partition(|held| held.due <= now);
+        self.held_retries = waiting;
+        for HeldRetry {
+            mut message, reason, ..
+        } in due
+        {
             tracing::trace!(partition = %self.label, offset = message.offset, %reason, "trying again");
             message.attempt = message.attempt.saturating_add(1);
-            let mut called = self.call_plugin(vec![message]).await?;
-            let message = called.messages.pop().expect("the message comes back");
-            let result = called.results.pop().expect("one result for one message");
-            self.act(message, result, &called.plugin).await?;
+            self.start_call(vec![message]);
         }
         let (due, waiting): (Vec<Redelivery>, Vec<Redelivery>) = std::mem::take(&mut self.redeliveries)
             .into_iter()
@@ -418,23 +518,6 @@ impl PartitionWorker {
             }
         }
         Ok(())
-    }
-
-    /// Call the plugin once the rate limit lets the messages through.
-    async fn call_plugin(&mut self, messages: Vec<Message>) -> Result<Called, Stopped> {
-        let rate_limit = self.context.rate_limit.clone();
-        let plugin = &mut self.plugin;
-        let call = async move {
-            if let Some(rate_limit) = rate_limit {
-                rate_limit.admit(messages.len()).await;
-            }
-            plugin.call(messages).await
-        };
-        tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => Err(Stopped),
-            called = call => Ok(called),
-        }
     }
 
     async fn produce_outputs(
@@ -459,6 +542,7 @@ impl PartitionWorker {
             plugin: plugin.clone(),
             carrying: Carrying::Outputs(records.len() as u64),
             failures: 0,
+            holds_lane: false,
         };
         self.send(delivery, records).await
     }
@@ -487,6 +571,7 @@ impl PartitionWorker {
                 omission: Omission::Nothing,
             },
             failures: 0,
+            holds_lane: false,
         }
     }
 
@@ -565,6 +650,7 @@ impl PartitionWorker {
         match decision {
             AfterDeliveryFailure::Reproduce { after } => {
                 let records = failed.into_iter().map(|failed| failed.record).collect();
+                self.hold_lane(&mut delivery);
                 self.redeliveries.push(Redelivery {
                     delivery,
                     records,
@@ -572,7 +658,8 @@ impl PartitionWorker {
                 });
             }
             AfterDeliveryFailure::DeadLetterSource(reason) => {
-                let dead_letter = self.dead_letter_delivery(delivery.message, reason, &delivery.plugin);
+                let mut dead_letter = self.dead_letter_delivery(delivery.message, reason, &delivery.plugin);
+                dead_letter.holds_lane = delivery.holds_lane;
                 self.send_dead_letter(dead_letter).await?;
             }
             AfterDeliveryFailure::Shrink(next) => {
@@ -584,6 +671,7 @@ impl PartitionWorker {
             AfterDeliveryFailure::Blocked { after, reason } => {
                 self.blocked = true;
                 self.context.health.partition_blocked(&self.label, &reason);
+                self.hold_lane(&mut delivery);
                 self.redeliveries.push(Redelivery {
                     delivery,
                     records: Vec::new(),
@@ -596,6 +684,15 @@ impl PartitionWorker {
             }
         }
         Ok(())
+    }
+
+    /// A failed delivery holds its message's lane (once) until it is
+    /// acknowledged.
+    fn hold_lane(&mut self, delivery: &mut Delivery) {
+        if !delivery.holds_lane {
+            self.lanes.hold(self.lanes.lane_of(&delivery.message));
+            delivery.holds_lane = true;
+        }
     }
 
     /// Count and finish acknowledged deliveries, writing their done-marks
@@ -614,6 +711,9 @@ impl PartitionWorker {
         let mut outcomes = Outcomes::default();
         let mut finished = Vec::with_capacity(acknowledged.len() + duplicates.len());
         for delivery in acknowledged {
+            if delivery.holds_lane {
+                self.lanes.release(self.lanes.lane_of(&delivery.message));
+            }
             match delivery.carrying {
                 Carrying::Outputs(count) => {
                     outcomes.with_outputs += 1;

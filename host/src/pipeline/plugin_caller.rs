@@ -21,9 +21,11 @@ pub(crate) struct Called {
     pub(crate) plugin: Plugin,
 }
 
-/// Keeps one instance of the slot's current version and switches to a new
-/// version only between calls, so a batch is handled start to finish by one
-/// version.
+/// Calls the slot's current version with an instance borrowed from the
+/// stage's pool; a new version is taken up only between calls, so a batch
+/// is handled start to finish by one version. Cheap to clone: each running
+/// call of a partition holds its own.
+#[derive(Clone)]
 pub(crate) struct PluginCaller {
     slot: Arc<PluginSlot>,
     /// Bounds plugin calls running at once across partitions.
@@ -59,7 +61,7 @@ impl PluginCaller {
     /// Dropping the returned future while the call runs (the worker is
     /// stopping) abandons the call: its instance is not given back, the
     /// next call borrows another.
-    pub(crate) async fn call(&mut self, messages: Vec<Message>) -> Called {
+    pub(crate) async fn call(self, messages: Vec<Message>) -> Called {
         let permit = self
             .permits
             .clone()
@@ -80,7 +82,7 @@ impl PluginCaller {
             let _permit = permit;
             let started = Instant::now();
             let called = std::panic::catch_unwind(AssertUnwindSafe(|| call_in_order(&mut worker, &messages)));
-            counters.plugin_call(started.elapsed());
+            let elapsed = started.elapsed();
             let results = match called {
                 Ok(results) => {
                     instances.give_back(generation, slot.generation(), worker);
@@ -98,6 +100,7 @@ impl PluginCaller {
                     })]
                 }
             };
+            counters.plugin_call(elapsed, &results);
             slot.record(called_version.version(), &results);
             (messages, results)
         })

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::breaker::Breaker;
 use super::consumer_errors::ConsumerErrors;
 use super::consumer_loop::{ConsumerLoop, StopWhen, Subscribe, WorkerRegistry};
 use super::counters::{StageCounters, StageSummary};
 use super::dedup_screen::Dedup;
+use super::degraded::DegradedCheck;
 use super::fault_injection::FaultInjection;
 use super::memory_budget::{MemoryBudget, MemoryUse};
 use super::partition_worker::WorkerContext;
@@ -61,6 +63,8 @@ pub struct Stage {
     fault_injection: Arc<FaultInjection>,
     memory: Arc<MemoryUse>,
     rate_limit: Option<Arc<RateLimit>>,
+    breaker: Option<Arc<Breaker>>,
+    degraded: Arc<DegradedCheck>,
 }
 
 impl Stage {
@@ -81,10 +85,13 @@ impl Stage {
         // needs no network, and a broken plugin should fail in milliseconds.
         health.init_attempt();
         health.startup_step("plugin loaded", 1, "done");
+        let counters: Arc<StageCounters> = Arc::default();
         Ok(Stage {
             plugin,
             bootstrap_servers,
-            counters: Arc::default(),
+            breaker: config.breaker.clone().map(|settings| Arc::new(Breaker::new(settings))),
+            degraded: Arc::new(DegradedCheck::new(config.health.clone(), counters.recent())),
+            counters,
             health,
             partitions: Arc::default(),
             shutdown: Arc::default(),
@@ -165,6 +172,8 @@ impl Stage {
             dead_letter_topic: kafka_config.dead_letter_topic.clone(),
             retry: RetryPolicy::from_config(&self.config.retry),
             batch_size: stage.batch_size,
+            ordering: stage.ordering,
+            calls_per_partition: stage.concurrency_per_partition(),
             max_in_flight: stage.max_in_flight_per_partition,
             drain_timeout,
             // A done-mark write and the release of claims may each be under
@@ -173,6 +182,8 @@ impl Stage {
             producer: producer.clone(),
             plugin_calls: Arc::new(Semaphore::new(stage.concurrency)),
             rate_limit: self.rate_limit.clone(),
+            breaker: self.breaker.clone(),
+            degraded: self.degraded.clone(),
             instances: Arc::default(),
             memory: self.memory.clone(),
             counters: self.counters.clone(),
@@ -209,6 +220,9 @@ impl Stage {
             plugin = plugin.name(),
             version = %plugin.version(),
             group = %kafka_config.group_id,
+            ordering = stage.ordering.name(),
+            calls_per_partition = stage.concurrency_per_partition(),
+            calls_in_all = stage.concurrency,
             "stage running"
         );
 
@@ -314,6 +328,10 @@ impl Stage {
             partitions: self.partitions.clone(),
             memory: self.memory.clone(),
             rate_limit: self.rate_limit.clone(),
+            breaker: self.breaker.clone(),
+            degraded: self.degraded.clone(),
+            ordering: self.config.stage.ordering,
+            calls_per_partition: self.config.stage.concurrency_per_partition(),
         };
         StatusServer::start(address, Arc::new(status))
             .await

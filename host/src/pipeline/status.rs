@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use super::breaker::Breaker;
 use super::counters::StageCounters;
+use super::degraded::DegradedCheck;
 use super::memory_budget::MemoryUse;
 use super::rate_limit::RateLimit;
-use crate::config::ConsumerProfile;
+use crate::config::{ConsumerProfile, MessageOrder};
 use crate::observe::{Health, PartitionBoard, StatusSource};
 use crate::plugin::PluginSlot;
 
@@ -22,6 +24,10 @@ pub(crate) struct StageStatus {
     pub(crate) partitions: Arc<PartitionBoard>,
     pub(crate) memory: Arc<MemoryUse>,
     pub(crate) rate_limit: Option<Arc<RateLimit>>,
+    pub(crate) breaker: Option<Arc<Breaker>>,
+    pub(crate) degraded: Arc<DegradedCheck>,
+    pub(crate) ordering: MessageOrder,
+    pub(crate) calls_per_partition: usize,
 }
 
 impl StatusSource for StageStatus {
@@ -29,8 +35,19 @@ impl StatusSource for StageStatus {
         self.health.liveness()
     }
 
+    /// Not ready while the breaker is open: the stage takes no messages.
     fn readiness(&self) -> Result<(), String> {
-        self.health.readiness()
+        let breaker = self.breaker.as_ref().and_then(|breaker| breaker.open_reason());
+        match (self.health.readiness(), breaker) {
+            (Ok(()), None) => Ok(()),
+            (Err(missing), None) => Err(missing),
+            (Ok(()), Some(open)) => Err(open),
+            (Err(missing), Some(open)) => Err(format!("{missing}; {open}")),
+        }
+    }
+
+    fn degraded(&self) -> Vec<String> {
+        self.degraded.reasons()
     }
 
     fn stats(&self) -> serde_json::Value {
@@ -72,6 +89,10 @@ impl StatusSource for StageStatus {
             "consumer_recreations": self.health.consumer_recreations(),
             "memory": self.memory.report(),
             "rate_limit": self.rate_limit.as_ref().map(|limit| limit.report()),
+            "ordering": self.ordering,
+            "calls_per_partition": self.calls_per_partition,
+            "breaker": self.breaker.as_ref().map(|breaker| breaker.report()),
+            "degraded": self.degraded(),
         })
     }
 }
