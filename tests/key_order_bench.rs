@@ -8,7 +8,9 @@
 //! (a WASI timer, as a call to a service would wait), on 4 partitions,
 //! 20,000 messages of 1,000 keys: `ordering = "partition"` against
 //! `ordering = "key"` with `max_concurrency_per_partition = 64` (and
-//! `concurrency = 256`, so the stage-wide cap is not the limit). Target:
+//! `concurrency = 256`, so the stage-wide cap is not the limit), both with
+//! `batch_size = 1` as a handler that waits is run, and partition order
+//! with `concurrency = 4`, a call per partition. Target:
 //! key >= 25 x partition. `BENCH_WAIT_MESSAGES` changes the count (the
 //! partition case takes count / 200 seconds).
 //!
@@ -75,13 +77,17 @@ fn main() {
     let wait_plugin = rust_plugin("wait-per-message");
     let wait_config = "[plugin.config]\nms-per-message = 20\n";
     println!("waiting handler: {waits} messages of {KEYS} keys on {PARTITIONS} partitions, 20 ms each");
+    // A handler that waits gets one message per call (`batch_size = 1`, as
+    // the slow-handler profile sets): a batch would wait message by
+    // message. Partition order gets a call per partition at once, all it
+    // can use.
     let by_partition = run(
         &brokers,
         &wait_plugin,
         "wait-in",
         "wait-partition-out",
         waits,
-        "",
+        "batch_size = 1\nconcurrency = 4",
         wait_config,
     );
     println!("  ordering = \"partition\"                    {by_partition:>9.0} msgs/s");
@@ -91,7 +97,7 @@ fn main() {
         "wait-in",
         "wait-key-out",
         waits,
-        key_order,
+        &format!("{key_order}\nbatch_size = 1"),
         wait_config,
     );
     println!("  ordering = \"key\", 64 per partition         {by_key:>9.0} msgs/s");
@@ -124,12 +130,7 @@ fn run(brokers: &str, plugin: &Path, input: &str, output: &str, count: usize, st
         dead_letter: "dlq",
         extra,
     }
-    .to_toml()
-    .replacen(
-        "commit_interval_ms = 200\n",
-        &format!("commit_interval_ms = 200\n{stage_keys}\n"),
-        1,
-    );
+    .to_toml_with_stage_keys(stage_keys);
     let file = StageFile::new(&toml);
     let config = sluice::config::load(&file.path).expect("stage file");
     let runtime = PluginRuntime::new(None).expect("plugin runtime");
@@ -138,10 +139,16 @@ fn run(brokers: &str, plugin: &Path, input: &str, output: &str, count: usize, st
         .expect("plugin");
     let slot = Arc::new(PluginSlot::new(plugin, config.plugin.reload));
     let stage = Stage::new(config, slot, brokers.to_owned()).expect("stage");
+    let counters = stage.counters();
     let tokio = tokio::runtime::Runtime::new().expect("tokio");
     let timed = time_stage(stage, count as u64, |stage| {
         tokio.block_on(stage.run(Some(count as u64))).expect("stage runs")
     });
     assert_eq!(timed.summary.outputs, count as u64);
+    let calls = counters.plugin_latency();
+    println!(
+        "    ({} calls, p50 {:.1} ms, p99 {:.1} ms)",
+        calls.count, calls.p50_ms, calls.p99_ms
+    );
     count as f64 / timed.elapsed.as_secs_f64()
 }

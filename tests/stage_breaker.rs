@@ -51,12 +51,7 @@ fn an_outage_of_the_service_opens_the_breaker_and_dead_letters_nothing() {
             origin = service.origin(),
         ),
     }
-    .to_toml()
-    .replacen(
-        "commit_interval_ms = 200\n",
-        "commit_interval_ms = 200\nordering = \"key\"\nmax_concurrency_per_partition = 4\nconcurrency = 4\n",
-        1,
-    );
+    .to_toml_with_stage_keys("ordering = \"key\"\nmax_concurrency_per_partition = 4\nconcurrency = 4\n");
     let stage = StageFile::new(&toml).sharing_cache(&shared_plugin_cache());
     let address = format!("127.0.0.1:{port}");
 

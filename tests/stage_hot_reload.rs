@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, Record, create_topics, produce, read_all, read_topic};
-use sluice_tests::stage::{StageFile, StageProcess};
+use sluice_tests::stage::{StageFile, StageProcess, StageSpec};
 use sluice_tests::{file_sha256, rust_plugin};
 use tempfile::TempDir;
 
@@ -54,7 +54,23 @@ impl PluginFolder {
     }
 
     fn stage(&self, brokers: &str, group: &str, extra: &str) -> StageFile {
-        StageFile::for_plugin_file(brokers, &self.plugin_path(), group, TOPICS, extra)
+        self.ordered_stage(brokers, group, "", extra)
+    }
+
+    /// A stage with `stage_keys` (such as `ordering = "key"`) in its
+    /// `[stage]` table.
+    fn ordered_stage(&self, brokers: &str, group: &str, stage_keys: &str, extra: &str) -> StageFile {
+        let plugin = self.plugin_path();
+        let spec = StageSpec {
+            brokers,
+            plugin: &plugin,
+            group,
+            input: TOPICS[0],
+            output: TOPICS[1],
+            dead_letter: TOPICS[2],
+            extra,
+        };
+        StageFile::new(&spec.to_toml_with_stage_keys(stage_keys))
     }
 }
 
@@ -97,6 +113,21 @@ fn stop(mut process: StageProcess) -> String {
 
 #[test]
 fn a_new_version_swapped_in_while_50000_messages_flow_loses_and_repeats_nothing() {
+    swap_while_flowing("reload-flow", "");
+}
+
+/// The same under key order, several calls of a partition at once: every
+/// key (here, every message) switches once, and since calls start in
+/// offset order, so does each partition.
+#[test]
+fn a_new_version_swapped_in_under_key_order_loses_and_repeats_nothing() {
+    swap_while_flowing(
+        "reload-flow-keyed",
+        "ordering = \"key\"\nmax_concurrency_per_partition = 4\nconcurrency = 8",
+    );
+}
+
+fn swap_while_flowing(group: &str, stage_keys: &str) {
     const MESSAGES: usize = 50_000;
     const CHUNK: usize = 500;
     let broker = Broker::start();
@@ -105,7 +136,7 @@ fn a_new_version_swapped_in_while_50000_messages_flow_loses_and_repeats_nothing(
     let folder = PluginFolder::with_uppercase();
     let v1 = file_sha256(&rust_plugin("uppercase"));
     let v2 = file_sha256(&rust_plugin("uppercase-suffix"));
-    let stage = folder.stage(&brokers, "reload-flow", "");
+    let stage = folder.ordered_stage(&brokers, group, stage_keys, "");
     let process = stage.start("stage.log");
 
     // A steady stream, ~10 s long; the new version lands 40% of the way in.

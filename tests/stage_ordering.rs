@@ -45,12 +45,7 @@ fn stage_file(
             origin = service.origin(),
         ),
     };
-    let toml = spec.to_toml().replacen(
-        "commit_interval_ms = 200\n",
-        &format!("commit_interval_ms = 200\n{stage_keys}\n"),
-        1,
-    );
-    StageFile::new(&toml).sharing_cache(&shared_plugin_cache())
+    StageFile::new(&spec.to_toml_with_stage_keys(stage_keys)).sharing_cache(&shared_plugin_cache())
 }
 
 fn topics(brokers: &str, prefix: &str) -> [String; 3] {

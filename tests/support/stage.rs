@@ -28,6 +28,16 @@ pub struct StageSpec<'a> {
 }
 
 impl StageSpec<'_> {
+    /// [`to_toml`](Self::to_toml) with `stage_keys` (lines such as
+    /// `ordering = "key"`) added to its `[stage]` table.
+    pub fn to_toml_with_stage_keys(&self, stage_keys: &str) -> String {
+        self.to_toml().replacen(
+            "commit_interval_ms = 200\n",
+            &format!("commit_interval_ms = 200\n{stage_keys}\n"),
+            1,
+        )
+    }
+
     pub fn to_toml(&self) -> String {
         format!(
             r#"[stage]

@@ -9,9 +9,12 @@
 //! and never past an unfinished message.
 //!
 //! Start reading at `next_step` (what each verdict and each delivery
-//! failure leads to, as pure functions), then `partition_worker` (the
-//! driver that carries those steps out) and `consumer_loop` (assignment,
-//! commits, supervision, recreation).
+//! failure leads to, as pure functions) and `lanes` (which waiting
+//! messages may go to the plugin next, per `stage.ordering`), then
+//! `partition_worker` (the driver that carries those steps out) and
+//! `consumer_loop` (assignment, commits, supervision, recreation). Shared
+//! by every partition: `rate_limit`, `breaker` (stops calls while most
+//! fail) and `degraded` (the `[health]` thresholds).
 
 mod breaker;
 mod claim_book;
