@@ -60,6 +60,10 @@ fn an_outage_of_the_service_opens_the_breaker_and_dead_letters_nothing() {
     let ready: serde_json::Value = serde_json::from_str(&get(&address, "/readyz").1).expect("JSON");
     assert_eq!(ready["ready"], true, "{ready}");
     assert_eq!(ready["degraded"], serde_json::json!([]), "{ready}");
+    // Both gauges are there from the start, not only after a change.
+    let metrics = get(&address, "/metrics").1;
+    assert!(metrics.contains("sluice_breaker_open 0"), "{metrics}");
+    assert!(metrics.contains("sluice_degraded 0"), "{metrics}");
 
     service.set_down(true);
     let went_down = Instant::now();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, Record, committed_offsets, create_topics, produce, read_topic, wait_for_commits};
-use sluice_tests::lookup_service::LookupService;
+use sluice_tests::lookup_service::{LookupService, SeenRequest};
 use sluice_tests::stage::{StageFile, StageSpec};
 use sluice_tests::{rust_plugin, shared_plugin_cache};
 
@@ -176,16 +176,15 @@ fn key_order_keeps_each_keys_order_and_runs_keys_at_once_up_to_the_cap() {
     );
 }
 
-#[test]
-fn a_retrying_key_holds_back_only_its_own_later_messages() {
+/// On partition 0: key `a` first asks a service that answers 503 with
+/// `Retry-After: 2` once; `a`'s second message and 20 of other keys
+/// follow. Returns the 22 outputs and the requests the service saw.
+fn a_retry_among_others(prefix: &str, ordering: &str) -> (Vec<Record>, Vec<SeenRequest>) {
     let broker = Broker::start();
     let brokers = broker.bootstrap_servers();
     let service = LookupService::start();
-    let topics = topics(&brokers, "held");
+    let topics = topics(&brokers, prefix);
     let topics = [topics[0].as_str(), topics[1].as_str(), topics[2].as_str()];
-    // All on partition 0: key `a` first asks a service that answers 503
-    // with `Retry-After: 2` once; `a`'s second message, and other keys,
-    // follow.
     let mut inputs = vec![
         Input::text(0, "a", "{\"id\":\"once:503:a\"}"),
         Input::text(0, "a", "{\"id\":\"a.1\"}"),
@@ -200,40 +199,89 @@ fn a_retrying_key_holds_back_only_its_own_later_messages() {
     produce(&brokers, topics[0], &inputs);
     let stage = stage_file(
         &brokers,
-        "held",
+        prefix,
         topics,
         &service,
-        "ordering = \"key\"\nmax_concurrency_per_partition = 4\nconcurrency = 8",
+        &format!("ordering = \"{ordering}\"\nmax_concurrency_per_partition = 4\nconcurrency = 8"),
         "",
     );
 
     let process = stage.start("stage.log");
     let outputs = read_topic(&brokers, topics[1], 22, LIMIT, SETTLE);
     assert_eq!(outputs.len(), 22, "log:\n{}", process.log());
+    let committed = wait_for_commits(&brokers, prefix, topics[0], &[Some(22), None], Duration::from_secs(30));
+    assert_eq!(committed, [Some(22), None]);
+    (outputs, service.requests())
+}
+
+/// How long before `later` was produced `earlier` was, in milliseconds.
+fn produced_ahead(earlier: &Record, later: &Record) -> i64 {
+    later.timestamp_ms.unwrap() - earlier.timestamp_ms.unwrap()
+}
+
+/// When the service was asked about `a`'s messages: the first try, the
+/// retry and `a.1`, in the order it saw them.
+fn requests_about_a(requests: &[SeenRequest]) -> Vec<(String, Instant)> {
+    requests
+        .iter()
+        .map(|request| (String::from_utf8(request.subject()).unwrap(), request.at))
+        .filter(|(subject, _)| subject == "once:503:a" || subject == "a.1")
+        .collect()
+}
+
+#[test]
+fn a_retrying_key_holds_back_only_its_own_later_messages() {
+    let (outputs, requests) = a_retry_among_others("held", "key");
     let ids: Vec<String> = outputs.iter().map(id_of).collect();
     let position = |id: &str| ids.iter().position(|seen| seen == id).expect(id);
     assert!(position("once:503:a") < position("a.1"), "a's order: {ids:?}");
     // Every other key finished while `a` waited out its 2 s.
     let retried = &outputs[position("once:503:a")];
     for other in outputs.iter().filter(|record| record.key_text() != "a") {
-        let ahead = retried.timestamp_ms.unwrap() - other.timestamp_ms.unwrap();
+        let ahead = produced_ahead(other, retried);
         assert!(
             ahead >= 1_000,
             "{} was produced {ahead} ms before a's retried output, not during its backoff",
             id_of(other)
         );
     }
-    let a_requests: Vec<Instant> = service
-        .requests()
+    let about_a = requests_about_a(&requests);
+    let subjects: Vec<&str> = about_a.iter().map(|(subject, _)| subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["once:503:a", "once:503:a", "a.1"],
+        "a.1 waited for a's retry"
+    );
+    assert!(about_a[1].1 - about_a[0].1 >= Duration::from_millis(1_900));
+}
+
+#[test]
+fn under_no_order_a_retry_holds_back_only_itself() {
+    let (outputs, requests) = a_retry_among_others("alone", "none");
+    let ids: Vec<String> = outputs.iter().map(id_of).collect();
+    let position = |id: &str| ids.iter().position(|seen| seen == id).expect(id);
+    // Even `a`'s own next message went ahead during the backoff.
+    let retried = &outputs[position("once:503:a")];
+    for other in outputs.iter().filter(|record| id_of(record) != "once:503:a") {
+        let ahead = produced_ahead(other, retried);
+        assert!(
+            ahead >= 1_000,
+            "{} was produced {ahead} ms before the retried output, not during its backoff",
+            id_of(other)
+        );
+    }
+    // `a`'s first try and `a.1` went at once (in either order); the
+    // retry came 2 s later.
+    let about_a = requests_about_a(&requests);
+    let subjects: Vec<&str> = about_a.iter().map(|(subject, _)| subject.as_str()).collect();
+    assert_eq!(subjects.len(), 3, "{subjects:?}");
+    assert_eq!(subjects[2], "once:503:a", "{subjects:?}");
+    let a1_at = about_a
         .iter()
-        .filter(|request| request.subject().starts_with(b"once:503:a") || request.subject() == b"a.1")
-        .map(|request| request.at)
-        .collect();
-    assert_eq!(a_requests.len(), 3, "a's first message twice, then its second");
-    assert!(a_requests[1] - a_requests[0] >= Duration::from_millis(1_900));
-    assert!(a_requests[2] >= a_requests[1], "a.1 waited for a's retry");
-    let committed = wait_for_commits(&brokers, "held", topics[0], &[Some(22), None], Duration::from_secs(30));
-    assert_eq!(committed, [Some(22), None]);
+        .find(|(subject, _)| subject == "a.1")
+        .expect("a.1 was looked up")
+        .1;
+    assert!(about_a[2].1 - a1_at >= Duration::from_millis(1_900), "a.1 did not wait");
 }
 
 #[test]

@@ -244,7 +244,6 @@ impl Drop for ProbeTicket {
 
 impl Breaker {
     pub(crate) fn new(settings: BreakerSection) -> Self {
-        metrics::gauge!(crate::observe::metrics::BREAKER_OPEN).set(0.0);
         Breaker {
             failures: settings.failures.clone(),
             state: Mutex::new(BreakerState::new(settings, Instant::now())),
@@ -344,6 +343,13 @@ impl Breaker {
 
     pub(crate) fn report(&self) -> BreakerReport {
         self.lock().report(Instant::now())
+    }
+
+    /// Set `sluice_breaker_open` to the state now, once the metrics
+    /// recorder is installed (a gauge set before it is lost).
+    pub(crate) fn export_state(&self) {
+        let open = if self.lock().is_closed() { 0.0 } else { 1.0 };
+        metrics::gauge!(crate::observe::metrics::BREAKER_OPEN).set(open);
     }
 }
 

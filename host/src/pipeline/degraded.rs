@@ -98,6 +98,19 @@ impl DegradedCheck {
         max_failure_share.is_some() || max_call_latency_ms.is_some() || max_dead_letter_share.is_some()
     }
 
+    /// Set `sluice_degraded` to the state last reported, once the metrics
+    /// recorder is installed (a gauge set before it is lost).
+    pub(crate) fn export_state(&self) {
+        if self.enabled() {
+            let degraded = !self
+                .last
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .is_empty();
+            metrics::gauge!(crate::observe::metrics::DEGRADED).set(if degraded { 1.0 } else { 0.0 });
+        }
+    }
+
     /// The thresholds crossed now.
     pub(crate) fn reasons(&self) -> Vec<String> {
         if !self.enabled() {

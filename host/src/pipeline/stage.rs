@@ -319,6 +319,10 @@ impl Stage {
 
     async fn serve_status(&self, address: std::net::SocketAddr) -> Result<StatusServer, StageError> {
         crate::observe::metrics::prometheus();
+        if let Some(breaker) = &self.breaker {
+            breaker.export_state();
+        }
+        self.degraded.export_state();
         let status = StageStatus {
             stage_name: self.config.stage.name.clone(),
             profile: self.config.stage.profile,
