@@ -45,6 +45,21 @@ fn duplicates(counts: &HashMap<String, usize>) -> usize {
 
 #[test]
 fn a_message_produced_twice_yields_one_output() {
+    produced_twice("dedup-twice", "");
+}
+
+/// The same under key order, several calls of a partition at once: a copy
+/// right behind its original shares its key, so it waits for the
+/// original's claim and done-mark in its lane.
+#[test]
+fn a_message_produced_twice_yields_one_output_under_key_order() {
+    produced_twice(
+        "dedup-twice-keyed",
+        "ordering = \"key\"\nmax_concurrency_per_partition = 8\nconcurrency = 8",
+    );
+}
+
+fn produced_twice(group: &str, stage_keys: &str) {
     let broker = Broker::start();
     let redis = Redis::start();
     let brokers = broker.bootstrap_servers();
@@ -61,11 +76,21 @@ fn a_message_produced_twice_yields_one_output() {
     inputs.extend((0..300).filter(|n| n % 3 == 0 && n % 2 == 1).map(|n| with_id(n, 2)));
     assert_eq!(inputs.len(), 400);
     produce(&brokers, "in", &inputs);
-    let stage = StageFile::for_plugin(&brokers, "uppercase", "dedup-twice", TOPICS, &header_dedup(&redis, ""));
+    let plugin = sluice_tests::rust_plugin("uppercase");
+    let spec = StageSpec {
+        brokers: &brokers,
+        plugin: &plugin,
+        group,
+        input: TOPICS[0],
+        output: TOPICS[1],
+        dead_letter: TOPICS[2],
+        extra: &header_dedup(&redis, ""),
+    };
+    let stage = StageFile::new(&spec.to_toml_with_stage_keys(stage_keys));
 
     let mut process = stage.start("stage.log");
     let outputs = read_topic(&brokers, "out", 300, LIMIT, SETTLE);
-    let committed = wait_for_commits(&brokers, "dedup-twice", "in", &[Some(200); 2], Duration::from_secs(30));
+    let committed = wait_for_commits(&brokers, group, "in", &[Some(200); 2], Duration::from_secs(30));
     process.signal(libc::SIGTERM);
     process.wait(Duration::from_secs(30)).expect("the stage stops");
 
