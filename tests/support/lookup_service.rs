@@ -210,7 +210,10 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>, behavio
     let Some(request) = read_request(&mut reader) else {
         return;
     };
-    let _answering = Answering::start(behaviour);
+    // Counted from the request's arrival until just before its answer is
+    // written: once the client can have the answer, its call may end and
+    // the next begin, which must not count as one more at once.
+    let answering = Answering::start(behaviour);
     let delay = behaviour.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         std::thread::sleep(Duration::from_millis(delay));
@@ -219,6 +222,7 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>, behavio
         // Recorded before the answer, so that a test that has the answer
         // sees the request.
         requests.lock().unwrap().push(request);
+        drop(answering);
         let stream = reader.get_mut();
         let body = b"answered before the body";
         let head = format!(
@@ -269,6 +273,7 @@ fn answer(stream: impl Read + Write, requests: &Mutex<Vec<SeenRequest>>, behavio
             (200, body)
         }
     };
+    drop(answering);
     let stream = reader.get_mut();
     let retry_after = match status {
         _ if down => "",
