@@ -111,16 +111,18 @@ impl DegradedCheck {
         }
     }
 
-    /// The thresholds crossed now.
-    pub(crate) fn reasons(&self) -> Vec<String> {
+    /// The thresholds crossed now, none when no check is set.
+    fn crossed(&self) -> Vec<(Threshold, String)> {
         if !self.enabled() {
             return Vec::new();
         }
         let totals = self.activity.over(Duration::from_secs(self.settings.window_seconds));
         degraded_reasons(&self.settings, &totals)
-            .into_iter()
-            .map(|(_, reason)| reason)
-            .collect()
+    }
+
+    /// Why the stage is degraded now.
+    pub(crate) fn reasons(&self) -> Vec<String> {
+        self.crossed().into_iter().map(|(_, reason)| reason).collect()
     }
 
     /// Look again and report a change: one log line when the stage
@@ -129,8 +131,7 @@ impl DegradedCheck {
         if !self.enabled() {
             return;
         }
-        let totals = self.activity.over(Duration::from_secs(self.settings.window_seconds));
-        let crossed = degraded_reasons(&self.settings, &totals);
+        let crossed = self.crossed();
         let thresholds: Vec<Threshold> = crossed.iter().map(|(threshold, _)| *threshold).collect();
         let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if thresholds == *last {

@@ -125,7 +125,7 @@ impl Lanes {
     /// Hold a message's lane once more (it waits to be produced again):
     /// nothing after it in its lane is handed out until it is released.
     pub(crate) fn hold(&mut self, lane: Lane) {
-        let queue = self.lanes.entry(lane.clone()).or_default();
+        let queue = self.lanes.entry(lane).or_default();
         queue.holds += 1;
         if let Some(head) = queue.waiting.front() {
             self.ready.remove(&head.offset);

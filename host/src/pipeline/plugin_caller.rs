@@ -62,20 +62,21 @@ impl PluginCaller {
     /// stopping) abandons the call: its instance is not given back, the
     /// next call borrows another.
     pub(crate) async fn call(self, messages: Vec<Message>) -> Called {
-        let permit = self
-            .permits
-            .clone()
+        let PluginCaller {
+            slot,
+            permits,
+            instances,
+            counters,
+        } = self;
+        let permit = permits
             .acquire_owned()
             .await
             .expect("the plugin-call semaphore is never closed");
-        let current = self.slot.current();
+        let current = slot.current();
         let generation = current.generation;
-        let mut worker = self.instances.borrow(generation, || current.plugin.worker());
+        let mut worker = instances.borrow(generation, || current.plugin.worker());
         let plugin = current.plugin;
         let called_version = plugin.clone();
-        let slot = self.slot.clone();
-        let instances = self.instances.clone();
-        let counters = self.counters.clone();
         let (messages, results) = tokio::task::spawn_blocking(move || {
             // Held until the call ends, even one whose caller has gone, so
             // no more calls (and instances) run than the permits allow.
