@@ -55,15 +55,12 @@ fn through_host(service: &LookupService, language: Language) -> f64 {
         .load_file(&language.plugin("enrich-http"), settings)
         .expect("enrich-http loads");
     let mut worker = plugin.worker();
-    // The plugin's requests run on a tokio runtime, as in a stage.
-    let runtime = tokio::runtime::Runtime::new().expect("tokio");
-    let _entered = runtime.enter();
     let message = text_message(0, r#"{"id":"hello"}"#);
     // The first call of a Python or JavaScript instance warms it up.
-    worker.handle(&message).expect("warm-up call");
+    worker.handle_blocking(&message).expect("warm-up call");
     let started = Instant::now();
     for _ in 0..REQUESTS {
-        let verdict = worker.handle(&message).expect("call");
+        let verdict = worker.handle_blocking(&message).expect("call");
         assert!(matches!(verdict, Verdict::Success(_)), "{verdict:?}");
     }
     REQUESTS as f64 / started.elapsed().as_secs_f64()

@@ -147,8 +147,8 @@ fn run(brokers: &str, plugin: &Path, input: &str, output: &str, count: usize, st
     assert_eq!(timed.summary.outputs, count as u64);
     let calls = counters.plugin_latency();
     println!(
-        "    ({} calls, p50 {:.1} ms, p99 {:.1} ms)",
-        calls.count, calls.p50_ms, calls.p99_ms
+        "    ({} calls, p50 {:.1} ms, p99 {:.1} ms, at most {} threads in the process)",
+        calls.count, calls.p50_ms, calls.p99_ms, timed.peak_threads
     );
     count as f64 / timed.elapsed.as_secs_f64()
 }

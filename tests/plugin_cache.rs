@@ -23,7 +23,7 @@ fn second_load_of_the_same_file_does_not_recompile() {
     assert_eq!(restarted_runtime.compilations(), 0);
     assert!(restarted.loaded_from_cache());
     assert_eq!(first.version(), restarted.version());
-    assert!(restarted.worker().handle(&text_message(0, "works")).is_ok());
+    assert!(restarted.worker().handle_blocking(&text_message(0, "works")).is_ok());
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn a_corrupt_cache_entry_is_recompiled_not_trusted() {
 
     assert_eq!(runtime.compilations(), 1);
     assert!(!plugin.loaded_from_cache());
-    assert!(plugin.worker().handle(&text_message(0, "works")).is_ok());
+    assert!(plugin.worker().handle_blocking(&text_message(0, "works")).is_ok());
 }
 
 #[test]

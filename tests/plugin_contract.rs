@@ -59,7 +59,7 @@ fn success_echoes_every_message_field_byte_exact() {
     let mut expected_headers = message.headers.clone();
     expected_headers.extend(seen(&message));
 
-    let verdict = worker.handle(&message).expect("mirror succeeds");
+    let verdict = worker.handle_blocking(&message).expect("mirror succeeds");
 
     assert_eq!(
         verdict,
@@ -79,10 +79,10 @@ fn tombstones_and_missing_keys_and_timestamps_stay_absent() {
     let tombstone = Message::new("input", 0, 5, None);
     let empty_value = Message::new("input", 0, 6, Some(Vec::new()));
 
-    let Verdict::Success(tombstone_outputs) = worker.handle(&tombstone).unwrap() else {
+    let Verdict::Success(tombstone_outputs) = worker.handle_blocking(&tombstone).unwrap() else {
         panic!("expected success")
     };
-    let Verdict::Success(empty_outputs) = worker.handle(&empty_value).unwrap() else {
+    let Verdict::Success(empty_outputs) = worker.handle_blocking(&empty_value).unwrap() else {
         panic!("expected success")
     };
 
@@ -110,7 +110,7 @@ fn outputs_carry_topic_when_given_and_can_be_many_or_none() {
     );
     let filtered = with_headers(text_message(2, "y"), &[("mirror.outputs", "0")]);
 
-    let Verdict::Success(outputs) = worker.handle(&routed).unwrap() else {
+    let Verdict::Success(outputs) = worker.handle_blocking(&routed).unwrap() else {
         panic!("expected success")
     };
     assert_eq!(outputs.len(), 3);
@@ -125,7 +125,7 @@ fn outputs_carry_topic_when_given_and_can_be_many_or_none() {
             .all(|output| output.value.as_deref() == Some(b"x".as_slice()))
     );
 
-    assert_eq!(worker.handle(&filtered).unwrap(), Verdict::Success(Vec::new()));
+    assert_eq!(worker.handle_blocking(&filtered).unwrap(), Verdict::Success(Vec::new()));
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn retry_carries_reason_and_optional_delay() {
         &[("mirror.verdict", "retry"), ("mirror.reason", "later")],
     );
 
-    let delayed = worker.handle(&with_delay).unwrap();
+    let delayed = worker.handle_blocking(&with_delay).unwrap();
     assert_eq!(
         delayed,
         Verdict::Retry(RetryInfo {
@@ -156,7 +156,7 @@ fn retry_carries_reason_and_optional_delay() {
     let Verdict::Retry(info) = delayed else { unreachable!() };
     assert_eq!(info.requested_delay(), Some(std::time::Duration::from_millis(250)));
     assert_eq!(
-        worker.handle(&without_delay).unwrap(),
+        worker.handle_blocking(&without_delay).unwrap(),
         Verdict::Retry(RetryInfo {
             reason: "later".into(),
             delay_ms: None
@@ -176,7 +176,7 @@ fn dead_letter_carries_its_reason() {
         ],
     );
 
-    let verdict = worker.handle(&message).unwrap();
+    let verdict = worker.handle_blocking(&message).unwrap();
 
     assert_eq!(verdict, Verdict::DeadLetter("schema v1 is retired".into()));
     assert_eq!(verdict.kind(), "dead-letter");
@@ -197,9 +197,15 @@ fn handle_batch_returns_one_verdict_per_message_in_order_matching_handle() {
         })
         .collect();
 
-    let batched = plugin.worker().handle_batch(&messages).expect("batch succeeds");
+    let batched = plugin
+        .worker()
+        .handle_batch_blocking(&messages)
+        .expect("batch succeeds");
     let mut single = plugin.worker();
-    let one_by_one: Vec<Verdict> = messages.iter().map(|message| single.handle(message).unwrap()).collect();
+    let one_by_one: Vec<Verdict> = messages
+        .iter()
+        .map(|message| single.handle_blocking(message).unwrap())
+        .collect();
 
     assert_eq!(batched.len(), messages.len());
     assert_eq!(batched, one_by_one);
@@ -207,7 +213,7 @@ fn handle_batch_returns_one_verdict_per_message_in_order_matching_handle() {
         let expected_kind = ["success", "retry", "dead-letter", "success"][offset % 4];
         assert_eq!(verdict.kind(), expected_kind, "verdict {offset} is out of order");
     }
-    assert_eq!(plugin.worker().handle_batch(&[]).unwrap(), Vec::new());
+    assert_eq!(plugin.worker().handle_batch_blocking(&[]).unwrap(), Vec::new());
 }
 
 #[test]
@@ -215,10 +221,10 @@ fn one_instance_serves_many_calls() {
     let (_test, plugin) = mirror();
     let mut worker = plugin.worker();
     for offset in 0..100 {
-        worker.handle(&text_message(offset, "v")).unwrap();
+        worker.handle_blocking(&text_message(offset, "v")).unwrap();
     }
     worker
-        .handle_batch(&[text_message(100, "v"), text_message(101, "v")])
+        .handle_batch_blocking(&[text_message(100, "v"), text_message(101, "v")])
         .unwrap();
     assert_eq!(worker.instances_created(), 1);
 }
@@ -237,7 +243,7 @@ fn plugin_config_reaches_the_guest() {
 
     let verdict = plugin
         .worker()
-        .handle(&text_message(0, r#"{"user":"ada","route":"vip"}"#))
+        .handle_blocking(&text_message(0, r#"{"user":"ada","route":"vip"}"#))
         .unwrap();
 
     let Verdict::Success(outputs) = verdict else {
@@ -265,7 +271,7 @@ fn the_attempt_number_reaches_the_guest() {
     let verdict_on_attempt = |worker: &mut sluice::plugin::PluginWorker, attempt| {
         let mut message = text_message(0, "payload");
         message.attempt = attempt;
-        worker.handle(&message).unwrap()
+        worker.handle_blocking(&message).unwrap()
     };
 
     assert_eq!(

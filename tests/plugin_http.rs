@@ -66,7 +66,7 @@ fn lookup(plugin: &Plugin, id: &str) -> Verdict {
 fn handle(plugin: &Plugin, value: &str) -> Verdict {
     plugin
         .worker()
-        .handle(&text_message(0, value))
+        .handle_blocking(&text_message(0, value))
         .expect("the call itself succeeds")
 }
 
@@ -301,7 +301,7 @@ fn the_message_trace_continues_on_the_request() {
         value: incoming.as_bytes().to_vec(),
     });
 
-    let verdict = plugin.worker().handle(&message).expect("call");
+    let verdict = plugin.worker().handle_blocking(&message).expect("call");
     assert!(matches!(verdict, Verdict::Success(_)), "{verdict:?}");
     let requests = service.requests();
     let sent = requests[0].header("traceparent").expect("a traceparent on the request");
@@ -439,7 +439,7 @@ fn the_webhook_sends_one_idempotency_key_per_message_in_every_language() {
         let mut worker = plugin.worker();
 
         let message = text_message(7, "order shipped");
-        let Verdict::Success(outputs) = worker.handle(&message).expect("call") else {
+        let Verdict::Success(outputs) = worker.handle_blocking(&message).expect("call") else {
             panic!("{language:?}: a 2xx is success");
         };
         assert_eq!(
@@ -448,19 +448,25 @@ fn the_webhook_sends_one_idempotency_key_per_message_in_every_language() {
             "{language:?}: passed through"
         );
         // Handled again, as after a crash: the same key.
-        assert!(matches!(worker.handle(&message).expect("call"), Verdict::Success(_)));
+        assert!(matches!(
+            worker.handle_blocking(&message).expect("call"),
+            Verdict::Success(_)
+        ));
         let with_id = Message {
             headers: vec![Header::new("event-id", "evt-42")],
             ..text_message(8, "order paid")
         };
-        assert!(matches!(worker.handle(&with_id).expect("call"), Verdict::Success(_)));
-        let Verdict::Retry(retry) = worker.handle(&text_message(9, "status:503")).expect("call") else {
+        assert!(matches!(
+            worker.handle_blocking(&with_id).expect("call"),
+            Verdict::Success(_)
+        ));
+        let Verdict::Retry(retry) = worker.handle_blocking(&text_message(9, "status:503")).expect("call") else {
             panic!("{language:?}: 503 is worth a retry");
         };
         assert_eq!(retry.reason, "webhook answered 503 Service Unavailable", "{language:?}");
         assert_eq!(retry.delay_ms, Some(2_000), "{language:?}");
         assert_eq!(
-            dead_letter_reason(worker.handle(&text_message(10, "status:404")).expect("call")),
+            dead_letter_reason(worker.handle_blocking(&text_message(10, "status:404")).expect("call")),
             "webhook answered 404 Not Found",
             "{language:?}"
         );

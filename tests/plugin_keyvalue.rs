@@ -50,7 +50,7 @@ fn ask(plugin: &Plugin, command: &str) -> String {
     output_text(
         plugin
             .worker()
-            .handle(&text_message(0, command))
+            .handle_blocking(&text_message(0, command))
             .expect("the call itself succeeds"),
     )
 }
@@ -298,7 +298,7 @@ fn count_by_key_counts_each_message_once_even_when_it_is_delivered_again() {
     let test = TestRuntime::new();
     let plugin = load(&test, "count-by-key", "counting", "[keyvalue]\n").expect("granted");
     let mut worker = plugin.worker();
-    let mut count = |message: &Message| output_text(worker.handle(message).expect("call"));
+    let mut count = |message: &Message| output_text(worker.handle_blocking(message).expect("call"));
     assert_eq!(count(&keyed(0, 10, "a")), "1");
     assert_eq!(count(&keyed(0, 11, "b")), "1");
     assert_eq!(count(&keyed(0, 12, "a")), "2");
@@ -307,7 +307,7 @@ fn count_by_key_counts_each_message_once_even_when_it_is_delivered_again() {
     assert_eq!(count(&keyed(0, 11, "b")), "1");
     assert_eq!(count(&keyed(0, 13, "a")), "3");
     let keyless = Message::new("input", 0, 14, Some(b"payload".to_vec()));
-    match worker.handle(&keyless).expect("call") {
+    match worker.handle_blocking(&keyless).expect("call") {
         Verdict::DeadLetter(reason) => assert!(reason.contains("no key"), "{reason}"),
         other => panic!("expected a dead letter, got {other:?}"),
     }
@@ -323,7 +323,7 @@ fn counts_in(language: Language, messages: &[Message]) -> Vec<String> {
     let mut worker = plugin.worker();
     messages
         .iter()
-        .map(|message| match worker.handle(message).expect("call") {
+        .map(|message| match worker.handle_blocking(message).expect("call") {
             Verdict::Success(outputs) => format!(
                 "{:?} -> {}",
                 outputs[0].key.as_deref().map(String::from_utf8_lossy),

@@ -30,18 +30,53 @@ fn fail_once_and_recover(plugin: &str, limits: PluginLimits, marker: &str) -> Pl
     let plugin = test.runtime.load_file(&rust_plugin(plugin), settings(limits)).unwrap();
     let mut worker = plugin.worker();
     assert_eq!(
-        worker.handle(&text_message(0, "before")).unwrap(),
+        worker.handle_blocking(&text_message(0, "before")).unwrap(),
         passed_through("before")
     );
 
-    let failure = worker.handle(&text_message(1, marker)).unwrap_err();
+    let failure = worker.handle_blocking(&text_message(1, marker)).unwrap_err();
 
     assert_eq!(
-        worker.handle(&text_message(2, "after")).unwrap(),
+        worker.handle_blocking(&text_message(2, "after")).unwrap(),
         passed_through("after")
     );
     assert_eq!(worker.instances_created(), 2, "the failed instance was replaced");
     failure
+}
+
+/// A guest waiting on a timer runs no code an epoch tick could interrupt;
+/// the call is stopped at its deadline all the same, not when the wait
+/// would have ended, and the next call gets a fresh instance.
+#[test]
+fn a_call_waiting_past_its_deadline_is_stopped_at_the_deadline() {
+    let test = TestRuntime::new();
+    let settings = PluginSettings {
+        limits: PluginLimits {
+            deadline_ms: 200,
+            ..PluginLimits::default()
+        },
+        config: [("ms-per-message".to_owned(), "5000".to_owned())].into(),
+        ..PluginSettings::default()
+    };
+    let plugin = test
+        .runtime
+        .load_file(&rust_plugin("wait-per-message"), settings)
+        .unwrap();
+    let mut worker = plugin.worker();
+    worker.warm_up_blocking().unwrap();
+
+    let started = std::time::Instant::now();
+    let failure = worker.handle_blocking(&text_message(0, "waits")).unwrap_err();
+    let took = started.elapsed();
+
+    assert_eq!(failure.kind, FailureKind::Deadline);
+    assert_eq!(failure.reason, "plugin exceeded its 200 ms deadline");
+    assert!(
+        took < std::time::Duration::from_millis(2_000),
+        "stopped after {took:?}; the wait was 5 s"
+    );
+    assert!(worker.handle_blocking(&text_message(1, "again")).is_err());
+    assert_eq!(worker.instances_created(), 2, "the abandoned instance was replaced");
 }
 
 #[test]
@@ -78,7 +113,7 @@ fn default_memory_cap_is_64_mib() {
         .load_file(&rust_plugin("memory-hog"), PluginSettings::default())
         .unwrap();
 
-    let failure = plugin.worker().handle(&text_message(0, "HOG")).unwrap_err();
+    let failure = plugin.worker().handle_blocking(&text_message(0, "HOG")).unwrap_err();
 
     assert_eq!(failure.reason, "plugin exceeded its 64 MiB memory limit");
 }
@@ -112,10 +147,10 @@ fn a_trap_inside_a_batch_fails_the_batch_and_the_next_batch_runs() {
     let mut worker = plugin.worker();
 
     let failure = worker
-        .handle_batch(&[text_message(0, "ok"), text_message(1, "TRAP"), text_message(2, "ok")])
+        .handle_batch_blocking(&[text_message(0, "ok"), text_message(1, "TRAP"), text_message(2, "ok")])
         .unwrap_err();
     let next = worker
-        .handle_batch(&[text_message(3, "a"), text_message(4, "b")])
+        .handle_batch_blocking(&[text_message(3, "a"), text_message(4, "b")])
         .unwrap();
 
     assert_eq!(failure.kind, FailureKind::Trap);
@@ -137,7 +172,7 @@ fn a_leaking_instance_is_replaced_before_it_reaches_the_memory_cap() {
     for offset in 0..100 {
         let value = format!("message {offset}");
         assert_eq!(
-            worker.handle(&text_message(offset, &value)),
+            worker.handle_blocking(&text_message(offset, &value)),
             Ok(passed_through(&value)),
             "call {offset}"
         );
@@ -183,7 +218,7 @@ fn a_batch_gets_the_message_deadline_once_per_message() {
     // 10 x 20 ms is twice one message's 100 ms deadline, and a fifth of
     // the batch's 10 x 100 ms.
     let started = std::time::Instant::now();
-    let verdicts = worker.handle_batch(&messages).unwrap();
+    let verdicts = worker.handle_batch_blocking(&messages).unwrap();
     let took = started.elapsed();
 
     assert!(took >= std::time::Duration::from_millis(200), "{took:?}");
@@ -200,7 +235,7 @@ fn a_batch_deadline_stops_at_its_cap() {
     let plugin = slow_plugin(&test, 50, 100);
     let mut worker = plugin.worker();
 
-    let failure = worker.handle_batch(&texts(10)).unwrap_err();
+    let failure = worker.handle_batch_blocking(&texts(10)).unwrap_err();
 
     assert_eq!(failure.kind, FailureKind::Deadline);
     assert_eq!(
@@ -208,5 +243,8 @@ fn a_batch_deadline_stops_at_its_cap() {
         "plugin exceeded its 100 ms deadline for a batch of 10 messages (100 ms per message, at most 100 ms per batch)"
     );
     // One message at a time still fits its own deadline.
-    assert_eq!(worker.handle(&text_message(0, "alone")), Ok(passed_through("alone")));
+    assert_eq!(
+        worker.handle_blocking(&text_message(0, "alone")),
+        Ok(passed_through("alone"))
+    );
 }

@@ -1,20 +1,24 @@
 //! `stage.ordering = "key"` against a real broker (tansu) and a real HTTP
 //! service that answers slowly: messages of one key are handled and
 //! produced in their input order, different keys at once (up to the cap),
-//! a retrying key holds back only itself, and a SIGKILL mid-run loses
-//! nothing and never leaves a commit past an unfinished message.
+//! a retrying key holds back only itself, a SIGKILL mid-run loses nothing
+//! and never leaves a commit past an unfinished message, and hundreds of
+//! calls waiting at once hold no thread each.
 //!
 //! The handler is `enrich-http`, which looks each message's `id` up on the
 //! service: the service sees the order the plugin handled messages in, and
 //! how many it was asked at once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_tests::broker::Broker;
 use sluice_tests::kafka::{Input, Record, committed_offsets, create_topics, produce, read_topic, wait_for_commits};
 use sluice_tests::lookup_service::{LookupService, SeenRequest};
 use sluice_tests::stage::{StageFile, StageSpec};
+use sluice_tests::timing::thread_count;
 use sluice_tests::{rust_plugin, shared_plugin_cache};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -174,6 +178,64 @@ fn key_order_keeps_each_keys_order_and_runs_keys_at_once_up_to_the_cap() {
         "2000 messages of 60 keys, 20 ms per lookup: {took:?}, at most {at_once} lookups at once (cap {} in all)",
         cap * PARTITIONS as usize
     );
+}
+
+/// Calls that wait cost instances, not threads: 256 lookups in flight at
+/// once (300 ms each) while the stage process keeps a few dozen threads.
+/// Each call waiting on its response is a parked future on the plugin's
+/// call threads; with a blocking thread per call the process would have
+/// over 256.
+#[test]
+fn hundreds_of_waiting_calls_hold_no_thread_each() {
+    let broker = Broker::start();
+    let brokers = broker.bootstrap_servers();
+    let service = LookupService::start();
+    service.set_delay(Duration::from_millis(300));
+    let topics = topics(&brokers, "parked");
+    let topics = [topics[0].as_str(), topics[1].as_str(), topics[2].as_str()];
+    let messages = 1_500;
+    produce_keyed(&brokers, topics[0], messages, messages);
+    let stage = stage_file(
+        &brokers,
+        "parked",
+        topics,
+        &service,
+        "ordering = \"key\"\nmax_concurrency_per_partition = 128\nconcurrency = 256",
+        "",
+    );
+
+    let process = stage.start("stage.log");
+    let pid = process.pid().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak_threads = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(thread_count(&pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    let outputs = read_topic(&brokers, topics[1], messages, LIMIT, SETTLE);
+    stop.store(true, Ordering::Relaxed);
+    let peak_threads = peak_threads.join().expect("sampler");
+
+    let unique: HashSet<String> = outputs.iter().map(id_of).collect();
+    assert_eq!(outputs.len(), messages, "log:\n{}", process.log());
+    assert_eq!(unique.len(), messages, "no output twice");
+    assert!(read_topic(&brokers, topics[2], 0, Duration::from_secs(1), Duration::ZERO).is_empty());
+    let at_once = service.max_at_once();
+    assert!(
+        (200..=256).contains(&at_once),
+        "{at_once} lookups at once; 256 were allowed and 1,500 keys were waiting"
+    );
+    assert!(
+        (1..64).contains(&peak_threads),
+        "the stage process had {peak_threads} threads with {at_once} calls waiting at once"
+    );
+    eprintln!("{at_once} lookups at once, at most {peak_threads} threads in the stage process");
 }
 
 /// On partition 0: key `a` first asks a service that answers 503 with

@@ -27,7 +27,7 @@ pub(crate) fn run(runtime: &PluginRuntime, args: CheckArgs) -> anyhow::Result<Ex
     let plugin = runtime.load_file(&args.plugin, settings)?;
     plugin
         .worker()
-        .warm_up()
+        .warm_up_blocking()
         .with_context(|| format!("{}: implements {WORLD} but cannot start", args.plugin.display()))?;
     println!("{}: ok, implements {WORLD}", args.plugin.display());
     println!("  name:    {}", plugin.name());

@@ -182,12 +182,12 @@ fn write_results(
         return Ok(());
     }
     let results: Vec<_> = if batched {
-        match worker.handle_batch(messages) {
+        match worker.handle_batch_blocking(messages) {
             Ok(verdicts) => verdicts.into_iter().map(Ok).collect(),
             Err(failure) => vec![Err(failure); messages.len()],
         }
     } else {
-        messages.iter().map(|message| worker.handle(message)).collect()
+        messages.iter().map(|message| worker.handle_blocking(message)).collect()
     };
     for (message, result) in messages.iter().zip(&results) {
         let line = jsonl::result_line(message, result);

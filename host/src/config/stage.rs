@@ -446,9 +446,9 @@ fn default_batch_size() -> usize {
     100
 }
 
-/// The most plugin calls a stage may run at once. Calls run on tokio's
-/// blocking pool (512 threads by default); far more permits than threads
-/// only queue, and a huge count would overflow the semaphore.
+/// The most plugin calls a stage may run at once. A waiting call holds no
+/// thread, but each holds an instance (up to `plugin.limits.memory_mib`),
+/// so the cap keeps a typo from promising terabytes.
 pub(crate) const MAX_CONCURRENCY: usize = 1024;
 
 fn default_concurrency() -> usize {

@@ -1,10 +1,11 @@
-//! A partition's way to the plugin: the version serving now, called off the
-//! async reactor, a batch at a time.
+//! A partition's way to the plugin: the version serving now, called on the
+//! plugin's call threads, a batch at a time.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 
 use super::counters::StageCounters;
@@ -51,16 +52,17 @@ impl PluginCaller {
         }
     }
 
-    /// Run the plugin on the blocking pool (Wasm is CPU work; it must not
-    /// hold up the async reactor). After a failed batch the messages are
-    /// retried one by one to find the culprit, stopping at it, so there may
-    /// be fewer results than messages. A panic in the host during the call
-    /// is caught: it fails the message it happened on (a failed attempt,
+    /// Run the plugin as a task on its call threads (Wasm that computes must
+    /// not hold up the stage's runtime; one that waits parks there without
+    /// a thread). After a failed batch the messages are retried one by one
+    /// to find the culprit, stopping at it, so there may be fewer results
+    /// than messages. A panic in the host during the call is caught: it
+    /// fails the message it happened on (a failed attempt,
     /// `FailureKind::HostPanic`) and the instance is replaced.
     ///
     /// Dropping the returned future while the call runs (the worker is
-    /// stopping) abandons the call: its instance is not given back, the
-    /// next call borrows another.
+    /// stopping) abandons the call: it runs to its end (its deadline bounds
+    /// it) without anyone waiting, and its instance is not given back.
     pub(crate) async fn call(self, messages: Vec<Message>) -> Called {
         let PluginCaller {
             slot,
@@ -77,36 +79,40 @@ impl PluginCaller {
         let mut worker = instances.borrow(generation, || current.plugin.worker());
         let plugin = current.plugin;
         let called_version = plugin.clone();
-        let (messages, results) = tokio::task::spawn_blocking(move || {
-            // Held until the call ends, even one whose caller has gone, so
-            // no more calls (and instances) run than the permits allow.
-            let _permit = permit;
-            let started = Instant::now();
-            let called = std::panic::catch_unwind(AssertUnwindSafe(|| call_in_order(&mut worker, &messages)));
-            let elapsed = started.elapsed();
-            let results = match called {
-                Ok(results) => {
-                    instances.give_back(generation, slot.generation(), worker);
-                    results
-                }
-                Err(panic) => {
-                    let reason = format!("the host panicked calling the plugin: {}", panic_message(&*panic));
-                    tracing::error!(%reason, "plugin call panicked; the message counts as a failed attempt");
-                    // The instance may be half-way through a call: it is
-                    // dropped, and a later call starts a fresh one.
-                    drop(worker);
-                    vec![Err(PluginFailure {
-                        kind: FailureKind::HostPanic,
-                        reason,
-                    })]
-                }
-            };
-            counters.plugin_call(elapsed, &results);
-            slot.record(called_version.version(), &results);
-            (messages, results)
-        })
-        .await
-        .expect("the blocking pool runs plugin calls to the end; a panic there is caught");
+        let call_threads = plugin.call_threads_handle();
+        let (messages, results) = call_threads
+            .spawn(async move {
+                // Held until the call ends, even one whose caller has gone, so
+                // no more calls (and instances) run than the permits allow.
+                let _permit = permit;
+                let started = Instant::now();
+                let called = AssertUnwindSafe(call_in_order(&mut worker, &messages))
+                    .catch_unwind()
+                    .await;
+                let elapsed = started.elapsed();
+                let results = match called {
+                    Ok(results) => {
+                        instances.give_back(generation, slot.generation(), worker);
+                        results
+                    }
+                    Err(panic) => {
+                        let reason = format!("the host panicked calling the plugin: {}", panic_message(&*panic));
+                        tracing::error!(%reason, "plugin call panicked; the message counts as a failed attempt");
+                        // The instance may be half-way through a call: it is
+                        // dropped, and a later call starts a fresh one.
+                        drop(worker);
+                        vec![Err(PluginFailure {
+                            kind: FailureKind::HostPanic,
+                            reason,
+                        })]
+                    }
+                };
+                counters.plugin_call(elapsed, &results);
+                slot.record(called_version.version(), &results);
+                (messages, results)
+            })
+            .await
+            .expect("the call threads live as long as a plugin, and a panic in a call is caught");
         Called {
             messages,
             results,
@@ -125,9 +131,9 @@ impl PluginCaller {
 /// (`sluice_batch_fallbacks_total`, by failure kind) and logged: at warn the
 /// first time for each plugin version, at debug after, so a version whose
 /// every batch fails is noticed without a warning per batch.
-fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<Verdict, PluginFailure>> {
+async fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<Verdict, PluginFailure>> {
     if messages.len() > 1 && !plugin.plugin().calls_out() {
-        match plugin.handle_batch(messages) {
+        match plugin.handle_batch(messages).await {
             Ok(verdicts) => return verdicts.into_iter().map(Ok).collect(),
             Err(failure) => {
                 metrics::counter!(crate::observe::metrics::BATCH_FALLBACKS, "kind" => failure.kind.label())
@@ -149,7 +155,7 @@ fn call_in_order(plugin: &mut PluginWorker, messages: &[Message]) -> Vec<Result<
     }
     let mut results = Vec::with_capacity(messages.len());
     for message in messages {
-        let result = plugin.handle(message);
+        let result = plugin.handle(message).await;
         let stop = !matches!(result, Ok(Verdict::Success(_)) | Ok(Verdict::DeadLetter(_)));
         results.push(result);
         if stop {

@@ -75,10 +75,13 @@ impl Stage {
     /// before it joins the group.
     pub fn new(config: StageConfig, plugin: Arc<PluginSlot>, bootstrap_servers: String) -> Result<Self, StageError> {
         let first = plugin.current().plugin;
-        first.worker().warm_up().map_err(|failure| StageError::PluginStart {
-            name: first.name().to_owned(),
-            failure,
-        })?;
+        first
+            .worker()
+            .warm_up_blocking()
+            .map_err(|failure| StageError::PluginStart {
+                name: first.name().to_owned(),
+                failure,
+            })?;
         let health = Arc::new(Health::new(Duration::from_secs(config.observe.stuck_after_seconds)));
         health.set_plugin_loaded();
         // Loaded (and started once, above) before anything connects: it

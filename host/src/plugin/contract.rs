@@ -11,6 +11,9 @@ wasmtime::component::bindgen!({
     world: "message-handler",
     path: "../wit",
     additional_derives: [PartialEq, Eq],
+    // Called with `call_async`, so a call that waits parks a future, not a
+    // thread; the world's own imports (logging, config) never wait.
+    exports: { default: async },
 });
 
 // `Message` and `Verdict` are already in scope: the world `use`s them.

@@ -42,6 +42,9 @@ pub(crate) struct WorkerState {
     pub(crate) stderr: GuestOutput,
     stdout: GuestOutput,
     identity: Arc<PluginIdentity>,
+    /// When the call under way must end; the epoch callback interrupts
+    /// the guest once it has passed.
+    call_deadline: Option<tokio::time::Instant>,
 }
 
 impl WorkerState {
@@ -70,6 +73,7 @@ impl WorkerState {
             stdout,
             stderr,
             identity,
+            call_deadline: None,
         }
     }
 
@@ -77,6 +81,7 @@ impl WorkerState {
     /// `deadline` bounds the requests the call makes; `message` is what
     /// they are about (none for a batch).
     pub(crate) fn begin_call(&mut self, deadline: tokio::time::Instant, message: Option<CallerMessage>) {
+        self.call_deadline = Some(deadline);
         self.outbound.begin_call(deadline, message);
         self.keyvalue.begin_call(deadline);
         self.limiter.reset();
@@ -92,8 +97,15 @@ impl WorkerState {
         }
     }
 
+    /// Whether the call under way has run past its deadline.
+    pub(crate) fn call_overdue(&self) -> bool {
+        self.call_deadline
+            .is_some_and(|deadline| tokio::time::Instant::now() >= deadline)
+    }
+
     /// Flush partial output lines after a call; returns the call's stderr.
     pub(crate) fn end_call(&mut self) -> Vec<String> {
+        self.call_deadline = None;
         self.stdout.end_call();
         self.stderr.end_call()
     }

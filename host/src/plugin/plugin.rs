@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::call_threads::CallThreads;
 use super::contract::MessageHandlerPre;
 use super::host_state::{PluginIdentity, WorkerState};
 use super::limits::PluginLimits;
@@ -42,14 +43,25 @@ pub struct Plugin {
     inner: Arc<PluginInner>,
 }
 
+/// What compiling and linking a component produced.
+pub(crate) struct LinkedComponent {
+    pub(crate) pre: MessageHandlerPre<WorkerState>,
+    /// Its exports, as "name (kind)".
+    pub(crate) exports: Vec<String>,
+    /// The interfaces it imports.
+    pub(crate) imports: Vec<String>,
+    /// Whether the compiled code came from the on-disk cache.
+    pub(crate) from_cache: bool,
+}
+
 struct PluginInner {
     identity: Arc<PluginIdentity>,
     version: PluginVersion,
     limits: PluginLimits,
-    pre: MessageHandlerPre<WorkerState>,
-    exports: Vec<String>,
-    imports: Vec<String>,
-    from_cache: bool,
+    component: LinkedComponent,
+    /// Where its calls run; held here so they can run as long as the
+    /// version can be called.
+    call_threads: Arc<CallThreads>,
     /// Whether a failed `handle-batch` call of this version has been
     /// reported at warn level yet; see [`Plugin::first_batch_fallback`].
     batch_fallback_reported: AtomicBool,
@@ -60,20 +72,16 @@ impl Plugin {
         identity: Arc<PluginIdentity>,
         version: PluginVersion,
         limits: PluginLimits,
-        pre: MessageHandlerPre<WorkerState>,
-        exports: Vec<String>,
-        imports: Vec<String>,
-        from_cache: bool,
+        component: LinkedComponent,
+        call_threads: Arc<CallThreads>,
     ) -> Self {
         Plugin {
             inner: Arc::new(PluginInner {
                 identity,
                 version,
                 limits,
-                pre,
-                exports,
-                imports,
-                from_cache,
+                component,
+                call_threads,
                 batch_fallback_reported: AtomicBool::new(false),
             }),
         }
@@ -94,28 +102,28 @@ impl Plugin {
 
     /// The component's exports, as "name (kind)".
     pub fn exports(&self) -> &[String] {
-        &self.inner.exports
+        &self.inner.component.exports
     }
 
     /// The interfaces the component imports.
     pub fn imports(&self) -> &[String] {
-        &self.inner.imports
+        &self.inner.component.imports
     }
 
     /// Whether it imports a capability (HTTP): such a plugin is called one
     /// message at a time, so each request is tied to its message's trace
     /// and deadline. It spends its time waiting, where a batch saves nothing.
     pub fn calls_out(&self) -> bool {
-        !crate::capability::capabilities_imported(&self.inner.imports).is_empty()
+        !crate::capability::capabilities_imported(&self.inner.component.imports).is_empty()
     }
 
     /// Whether the compiled code came from the on-disk cache.
     pub fn loaded_from_cache(&self) -> bool {
-        self.inner.from_cache
+        self.inner.component.from_cache
     }
 
-    /// A worker with its own instance (made on first use). Give each thread
-    /// of work its own worker; instances are not shared.
+    /// A worker with its own instance (made on first use). Give each call
+    /// under way its own worker; instances are not shared.
     pub fn worker(&self) -> PluginWorker {
         PluginWorker::new(self.clone())
     }
@@ -134,7 +142,17 @@ impl Plugin {
     }
 
     pub(crate) fn pre(&self) -> &MessageHandlerPre<WorkerState> {
-        &self.inner.pre
+        &self.inner.component.pre
+    }
+
+    /// The threads this version's calls run on.
+    pub(crate) fn call_threads(&self) -> &CallThreads {
+        &self.inner.call_threads
+    }
+
+    /// Where a stage spawns this version's calls.
+    pub(crate) fn call_threads_handle(&self) -> tokio::runtime::Handle {
+        self.inner.call_threads.handle().clone()
     }
 }
 

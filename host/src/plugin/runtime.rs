@@ -14,12 +14,13 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
 use super::cache::CompiledCache;
+use super::call_threads::CallThreads;
 use super::contract::{MessageHandler, MessageHandlerPre, REQUIRED_EXPORTS, WORLD};
 use super::error::LoadError;
 use super::host_state::{PluginIdentity, WorkerState};
 use super::inspect::{self, WasmKind};
 use super::limits::PluginLimits;
-use super::plugin::{Plugin, PluginVersion};
+use super::plugin::{LinkedComponent, Plugin, PluginVersion};
 use crate::capability::{self, CapabilityGrants};
 
 /// How often the engine's epoch advances. Deadlines are rounded up to whole
@@ -52,13 +53,15 @@ impl PluginSettings {
 }
 
 /// Owns the process's Wasmtime engine, the linker with the host's imports,
-/// the compiled-artifact cache and the epoch ticker behind call deadlines.
+/// the compiled-artifact cache, the epoch ticker behind call deadlines and
+/// the threads calls run on.
 ///
 /// Create one per process; loading plugins from it is cheap to share.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<WorkerState>,
     cache: Option<CompiledCache>,
+    call_threads: Arc<CallThreads>,
     compilations: AtomicU64,
     _ticker: EpochTicker,
 }
@@ -75,12 +78,14 @@ impl PluginRuntime {
         config.cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&config).map_err(|error| LoadError::Engine(error.to_string()))?;
 
+        // The async flavours throughout: a call that waits (a WASI timer, a
+        // request, a key-value reply) parks its future instead of a thread.
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|error| LoadError::Engine(error.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|error| LoadError::Engine(error.to_string()))?;
         // Linked for every plugin, like wasi:keyvalue below; a plugin that
         // imports either must be granted it (checked at load), and without
         // a grant every request and every bucket is denied.
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|error| LoadError::Engine(error.to_string()))?;
         capability::keyvalue::add_to_linker(&mut linker, WorkerState::keyvalue)
             .map_err(|error| LoadError::Engine(error.to_string()))?;
@@ -95,8 +100,11 @@ impl PluginRuntime {
             }
         });
 
+        let call_threads = CallThreads::start()
+            .map_err(|error| LoadError::Engine(format!("cannot start the plugin call threads: {error}")))?;
         Ok(PluginRuntime {
             _ticker: EpochTicker::start(engine.clone()),
+            call_threads: Arc::new(call_threads),
             engine,
             linker,
             cache,
@@ -206,6 +214,9 @@ impl PluginRuntime {
             reason: error.reason,
         };
         let deadline_ms = settings.limits.deadline_ms;
+        // A key-value backend's connection is made on, and lives on, the
+        // threads the plugin's calls run on.
+        let _on_call_threads = self.call_threads.handle().enter();
         let http = grants.resolve_http(deadline_ms).map_err(grant_error)?.map(Arc::new);
         let keyvalue = grants.resolve_keyvalue(deadline_ms).map_err(grant_error)?.map(Arc::new);
 
@@ -217,14 +228,18 @@ impl PluginRuntime {
             http,
             keyvalue,
         });
-        Ok(Plugin::new(
-            identity,
-            version,
-            settings.limits,
+        let component = LinkedComponent {
             pre,
             exports,
             imports,
             from_cache,
+        };
+        Ok(Plugin::new(
+            identity,
+            version,
+            settings.limits,
+            component,
+            Arc::clone(&self.call_threads),
         ))
     }
 

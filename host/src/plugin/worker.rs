@@ -1,9 +1,9 @@
-//! A plugin instance bound to one thread of work: reused across messages,
+//! A plugin instance serving one call at a time: reused across calls,
 //! replaced after a failure.
 
 use std::sync::Arc;
 
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, StoreContextMut, Trap, UpdateDeadline};
 
 use super::contract::{Message, MessageHandler, Verdict};
 use super::error::{FailureKind, PluginFailure};
@@ -27,6 +27,10 @@ use crate::observe::{TRACEPARENT_HEADER, TraceParent};
 /// (JavaScript) some GC memory per call, so such a plugin would otherwise hit
 /// the cap every few hundred thousand (Python) or tens of thousands
 /// (JavaScript) messages and fail an attempt that did nothing wrong.
+///
+/// Calls are async: await them on the plugin's call threads (the stage
+/// spawns them there), or use the `_blocking` forms from a thread outside
+/// any async runtime.
 pub struct PluginWorker {
     plugin: Plugin,
     live: Option<LiveInstance>,
@@ -69,17 +73,17 @@ impl PluginWorker {
 
     /// Create the instance now rather than on the first message, so a plugin
     /// that cannot start is found before any message depends on it.
-    pub fn warm_up(&mut self) -> Result<(), PluginFailure> {
+    pub async fn warm_up(&mut self) -> Result<(), PluginFailure> {
         if self.live.is_none() {
             let deadline = Deadline::message(self.plugin.limits());
-            self.live = Some(self.instantiate(deadline)?);
+            self.live = Some(self.instantiate(deadline).await?);
         }
         Ok(())
     }
 
     /// Ask the plugin for its verdict on one message, within the
     /// per-message deadline ([`PluginLimits::deadline_ms`]).
-    pub fn handle(&mut self, message: &Message) -> Result<Verdict, PluginFailure> {
+    pub async fn handle(&mut self, message: &Message) -> Result<Verdict, PluginFailure> {
         let deadline = Deadline::message(self.plugin.limits());
         let caller = CallerMessage {
             topic: message.topic.clone(),
@@ -92,18 +96,18 @@ impl PluginWorker {
                 .find(|header| header.name == TRACEPARENT_HEADER)
                 .and_then(|header| TraceParent::parse(&header.value)),
         };
-        self.call(deadline, Some(caller), |bindings, store| {
-            bindings.call_handle(store, message)
-        })
+        let (live, ends_at) = self.begin_call(deadline, Some(caller)).await?;
+        let outcome = within(ends_at, live.bindings.call_handle(&mut live.store, message)).await;
+        self.end_call(outcome, deadline)
     }
 
     /// Ask the plugin for one verdict per message, in order, in one call,
     /// within the batch deadline ([`PluginLimits::batch_deadline_ms`]).
-    pub fn handle_batch(&mut self, messages: &[Message]) -> Result<Vec<Verdict>, PluginFailure> {
+    pub async fn handle_batch(&mut self, messages: &[Message]) -> Result<Vec<Verdict>, PluginFailure> {
         let deadline = Deadline::batch(self.plugin.limits(), messages.len());
-        let verdicts = self.call(deadline, None, |bindings, store| {
-            bindings.call_handle_batch(store, messages)
-        })?;
+        let (live, ends_at) = self.begin_call(deadline, None).await?;
+        let outcome = within(ends_at, live.bindings.call_handle_batch(&mut live.store, messages)).await;
+        let verdicts = self.end_call(outcome, deadline)?;
         if verdicts.len() != messages.len() {
             return Err(PluginFailure {
                 kind: FailureKind::ContractViolation,
@@ -117,12 +121,34 @@ impl PluginWorker {
         Ok(verdicts)
     }
 
-    fn call<R>(
+    /// [`PluginWorker::warm_up`] from a thread outside any async runtime.
+    pub fn warm_up_blocking(&mut self) -> Result<(), PluginFailure> {
+        let plugin = self.plugin.clone();
+        plugin.call_threads().block_on(self.warm_up())
+    }
+
+    /// [`PluginWorker::handle`] from a thread outside any async runtime
+    /// (the CLI, tests); it panics inside one.
+    pub fn handle_blocking(&mut self, message: &Message) -> Result<Verdict, PluginFailure> {
+        let plugin = self.plugin.clone();
+        plugin.call_threads().block_on(self.handle(message))
+    }
+
+    /// [`PluginWorker::handle_batch`] from a thread outside any async
+    /// runtime (the CLI, tests); it panics inside one.
+    pub fn handle_batch_blocking(&mut self, messages: &[Message]) -> Result<Vec<Verdict>, PluginFailure> {
+        let plugin = self.plugin.clone();
+        plugin.call_threads().block_on(self.handle_batch(messages))
+    }
+
+    /// The instance to call, ready for a call with `deadline`, which starts
+    /// now (after any instantiation, which has a deadline of its own), and
+    /// when the call must end.
+    async fn begin_call(
         &mut self,
         deadline: Deadline,
         message: Option<CallerMessage>,
-        call: impl FnOnce(&MessageHandler, &mut Store<WorkerState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginFailure> {
+    ) -> Result<(&mut LiveInstance, tokio::time::Instant), PluginFailure> {
         if self.live.as_ref().is_some_and(LiveInstance::worn_out) {
             tracing::debug!(
                 plugin = self.plugin.name(),
@@ -130,14 +156,21 @@ impl PluginWorker {
             );
             self.live = None;
         }
-        self.warm_up()?;
+        self.warm_up().await?;
         let live = self.live.as_mut().expect("instance was just created");
-        live.store.set_epoch_deadline(deadline_ticks(deadline.ms));
-        live.store.data_mut().begin_call(deadline.instant(), message);
-        let result = call(&live.bindings, &mut live.store);
+        let ends_at = deadline.instant();
+        live.store.data_mut().begin_call(ends_at, message);
+        live.store.set_epoch_deadline(1);
+        Ok((live, ends_at))
+    }
+
+    /// What a call begun with [`PluginWorker::begin_call`] came to; after a
+    /// failure the instance is discarded.
+    fn end_call<R>(&mut self, outcome: wasmtime::Result<R>, deadline: Deadline) -> Result<R, PluginFailure> {
+        let live = self.live.as_mut().expect("a call was begun on this instance");
         let stderr = live.store.data_mut().end_call();
         let refused_memory = live.store.data().limiter.refused_growth();
-        match result {
+        match outcome {
             Ok(value) => Ok(value),
             Err(error) => {
                 let failure = self.describe_failure(&error, refused_memory, &stderr, deadline);
@@ -148,14 +181,15 @@ impl PluginWorker {
         }
     }
 
-    fn instantiate(&mut self, deadline: Deadline) -> Result<LiveInstance, PluginFailure> {
-        let pre = self.plugin.pre();
+    async fn instantiate(&mut self, deadline: Deadline) -> Result<LiveInstance, PluginFailure> {
         let state = WorkerState::new(Arc::clone(self.plugin.identity()), self.plugin.limits().memory_bytes());
-        let mut store = Store::new(pre.engine(), state);
+        let mut store = Store::new(self.plugin.pre().engine(), state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks(deadline.ms));
-        store.data_mut().begin_call(deadline.instant(), None);
-        let instantiated = pre.instantiate(&mut store);
+        store.epoch_deadline_callback(interrupt_when_overdue);
+        let ends_at = deadline.instant();
+        store.data_mut().begin_call(ends_at, None);
+        store.set_epoch_deadline(1);
+        let instantiated = within(ends_at, self.plugin.pre().instantiate_async(&mut store)).await;
         let stderr = store.data_mut().end_call();
         let refused_memory = store.data().limiter.refused_growth();
         let bindings = instantiated.map_err(|error| {
@@ -235,8 +269,10 @@ impl Deadline {
     }
 
     /// When a call starting now must end: what its requests are bounded by.
+    /// An absurd deadline (`sluice test --deadline-ms` takes any number)
+    /// ends in thirty years rather than overflowing the clock.
     fn instant(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + std::time::Duration::from_millis(self.ms)
+        later_by(tokio::time::Instant::now(), std::time::Duration::from_millis(self.ms))
     }
 
     /// "plugin exceeded its 200 ms deadline", or for a batch how its
@@ -256,16 +292,34 @@ impl Deadline {
     }
 }
 
-/// A deadline in epoch ticks, rounded up plus one: the current tick may be
-/// nearly over, and a call must never be cut off before its deadline.
-///
-/// At most half the epoch range, whatever the tick length: wasmtime adds
-/// the ticks to the current epoch unchecked, and a sum that wrapped would
-/// put the deadline in the past, so a call with an absurd deadline (`sluice
-/// test --deadline-ms` takes any number) would be interrupted at once.
-fn deadline_ticks(deadline_ms: u64) -> u64 {
-    let tick_ms = EPOCH_TICK.as_millis() as u64;
-    deadline_ms.div_ceil(tick_ms).saturating_add(1).min(u64::MAX / 2)
+/// `instant + duration`, or thirty years on where that would overflow.
+fn later_by(instant: tokio::time::Instant, duration: std::time::Duration) -> tokio::time::Instant {
+    const THIRTY_YEARS: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 24 * 3600);
+    instant.checked_add(duration).unwrap_or_else(|| instant + THIRTY_YEARS)
+}
+
+/// Run by wasmtime each epoch tick while the guest computes: a call past
+/// its deadline traps (`Trap::Interrupt`), any other yields to the call
+/// threads and goes on, so calls that compute take turns with the rest.
+fn interrupt_when_overdue(store: StoreContextMut<'_, WorkerState>) -> wasmtime::Result<UpdateDeadline> {
+    Ok(match store.data().call_overdue() {
+        true => UpdateDeadline::Interrupt,
+        false => UpdateDeadline::Yield(1),
+    })
+}
+
+/// Bound a call that waits (a timer, a request, a key-value reply) as the
+/// epoch bounds one that computes: the guest is not running while it waits,
+/// so no tick can interrupt it. One tick of slack lets a computing guest
+/// trap on its own. Dropping the call abandons it in the host function it
+/// waits in; its instance is discarded like any failed one.
+async fn within<R>(
+    ends_at: tokio::time::Instant,
+    call: impl Future<Output = wasmtime::Result<R>>,
+) -> wasmtime::Result<R> {
+    tokio::time::timeout_at(later_by(ends_at, EPOCH_TICK), call)
+        .await
+        .unwrap_or_else(|_elapsed| Err(Trap::Interrupt.into()))
 }
 
 /// Append what the guest printed to stderr during the call (a Rust panic
@@ -290,15 +344,20 @@ fn with_guest_output(reason: String, stderr: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Deadline, PluginLimits, deadline_ticks};
+    use super::{Deadline, PluginLimits, later_by};
 
     #[test]
-    fn deadlines_round_up_to_whole_ticks_and_never_wrap() {
-        assert_eq!(deadline_ticks(1), 2);
-        assert_eq!(deadline_ticks(10), 2);
-        assert_eq!(deadline_ticks(11), 3);
-        let longest = deadline_ticks(u64::MAX);
-        assert!((u64::MAX / 20..=u64::MAX / 2).contains(&longest), "{longest}");
+    fn an_absurd_deadline_ends_far_off_instead_of_overflowing() {
+        let now = tokio::time::Instant::now();
+        let limits = PluginLimits {
+            deadline_ms: u64::MAX,
+            ..PluginLimits::default()
+        };
+        assert!(Deadline::message(&limits).instant() > now + std::time::Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(
+            later_by(now, std::time::Duration::from_millis(10)),
+            now + std::time::Duration::from_millis(10)
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "wasi:keyvalue/imports",
-        imports: { default: trappable },
+        imports: { default: async | trappable },
         with: {
             "wasi:keyvalue/store.bucket": super::OpenBucket,
         },
@@ -95,9 +95,10 @@ impl KeyValueAccess {
         }
     }
 
-    /// Run one backend operation on the stage's runtime, bounded by the
-    /// grant's timeout and what is left of the call's deadline.
-    fn run<T>(
+    /// Run one backend operation, bounded by the grant's timeout and what
+    /// is left of the call's deadline. The call awaits it: an instance
+    /// waiting on the store holds no thread.
+    async fn run<T>(
         &mut self,
         operation: &'static str,
         timeout: Duration,
@@ -110,9 +111,8 @@ impl KeyValueAccess {
         let outcome = if budget.is_zero() {
             Err(BackendError::Timeout(budget))
         } else {
-            // The timer is made inside the runtime: a plugin call runs on a
-            // blocking thread, outside any runtime's context.
-            wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout(budget, work).await })
+            tokio::time::timeout(budget, work)
+                .await
                 .unwrap_or(Err(BackendError::Timeout(budget)))
         };
         histogram!(PLUGIN_KEYVALUE_SECONDS, "operation" => operation).record(now.elapsed().as_secs_f64());
@@ -178,7 +178,7 @@ impl KeyValueView<'_> {
 }
 
 impl store::Host for KeyValueView<'_> {
-    fn open(&mut self, identifier: String) -> Result<Resource<OpenBucket>, KeyValueError> {
+    async fn open(&mut self, identifier: String) -> Result<Resource<OpenBucket>, KeyValueError> {
         let allowed = self
             .access
             .grant
@@ -204,35 +204,40 @@ impl store::Host for KeyValueView<'_> {
 }
 
 impl store::HostBucket for KeyValueView<'_> {
-    fn get(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<Option<Vec<u8>>, KeyValueError> {
+    async fn get(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<Option<Vec<u8>>, KeyValueError> {
         let (name, grant) = self.bucket(&bucket)?;
         self.access
             .run("get", grant.timeout(), grant.backend().get(&name, &key))
+            .await
     }
 
-    fn set(&mut self, bucket: Resource<OpenBucket>, key: String, value: Vec<u8>) -> Result<(), KeyValueError> {
+    async fn set(&mut self, bucket: Resource<OpenBucket>, key: String, value: Vec<u8>) -> Result<(), KeyValueError> {
         let (name, grant) = self.bucket(&bucket)?;
         self.access.check_sizes("set", &grant, [value.as_slice()])?;
-        self.access.run(
-            "set",
-            grant.timeout(),
-            grant.backend().set(&name, &key, value, grant.ttl()),
-        )
+        self.access
+            .run(
+                "set",
+                grant.timeout(),
+                grant.backend().set(&name, &key, value, grant.ttl()),
+            )
+            .await
     }
 
-    fn delete(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<(), KeyValueError> {
+    async fn delete(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<(), KeyValueError> {
         let (name, grant) = self.bucket(&bucket)?;
         self.access
             .run("delete", grant.timeout(), grant.backend().delete(&name, &key))
+            .await
     }
 
-    fn exists(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<bool, KeyValueError> {
+    async fn exists(&mut self, bucket: Resource<OpenBucket>, key: String) -> Result<bool, KeyValueError> {
         let (name, grant) = self.bucket(&bucket)?;
         self.access
             .run("exists", grant.timeout(), grant.backend().exists(&name, &key))
+            .await
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         bucket: Resource<OpenBucket>,
         cursor: Option<u64>,
@@ -240,32 +245,35 @@ impl store::HostBucket for KeyValueView<'_> {
         let (name, grant) = self.bucket(&bucket)?;
         let page = self
             .access
-            .run("list_keys", grant.timeout(), grant.backend().list_keys(&name, cursor))?;
+            .run("list_keys", grant.timeout(), grant.backend().list_keys(&name, cursor))
+            .await?;
         Ok(store::KeyResponse {
             keys: page.keys,
             cursor: page.cursor,
         })
     }
 
-    fn drop(&mut self, bucket: Resource<OpenBucket>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, bucket: Resource<OpenBucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
         Ok(())
     }
 }
 
 impl atomics::Host for KeyValueView<'_> {
-    fn increment(&mut self, bucket: Resource<OpenBucket>, key: String, delta: u64) -> Result<u64, KeyValueError> {
+    async fn increment(&mut self, bucket: Resource<OpenBucket>, key: String, delta: u64) -> Result<u64, KeyValueError> {
         let (name, grant) = self.bucket(&bucket)?;
-        self.access.run(
-            "increment",
-            grant.timeout(),
-            grant.backend().increment(&name, &key, delta, grant.ttl()),
-        )
+        self.access
+            .run(
+                "increment",
+                grant.timeout(),
+                grant.backend().increment(&name, &key, delta, grant.ttl()),
+            )
+            .await
     }
 }
 
 impl batch::Host for KeyValueView<'_> {
-    fn get_many(
+    async fn get_many(
         &mut self,
         bucket: Resource<OpenBucket>,
         keys: Vec<String>,
@@ -273,7 +281,8 @@ impl batch::Host for KeyValueView<'_> {
         let (name, grant) = self.bucket(&bucket)?;
         let values = self
             .access
-            .run("get_many", grant.timeout(), grant.backend().get_many(&name, &keys))?;
+            .run("get_many", grant.timeout(), grant.backend().get_many(&name, &keys))
+            .await?;
         Ok(keys
             .into_iter()
             .zip(values)
@@ -281,7 +290,7 @@ impl batch::Host for KeyValueView<'_> {
             .collect())
     }
 
-    fn set_many(
+    async fn set_many(
         &mut self,
         bucket: Resource<OpenBucket>,
         key_values: Vec<(String, Vec<u8>)>,
@@ -289,20 +298,24 @@ impl batch::Host for KeyValueView<'_> {
         let (name, grant) = self.bucket(&bucket)?;
         self.access
             .check_sizes("set_many", &grant, key_values.iter().map(|(_, value)| value.as_slice()))?;
-        self.access.run(
-            "set_many",
-            grant.timeout(),
-            grant.backend().set_many(&name, key_values, grant.ttl()),
-        )
+        self.access
+            .run(
+                "set_many",
+                grant.timeout(),
+                grant.backend().set_many(&name, key_values, grant.ttl()),
+            )
+            .await
     }
 
-    fn delete_many(&mut self, bucket: Resource<OpenBucket>, keys: Vec<String>) -> Result<(), KeyValueError> {
+    async fn delete_many(&mut self, bucket: Resource<OpenBucket>, keys: Vec<String>) -> Result<(), KeyValueError> {
         let (name, grant) = self.bucket(&bucket)?;
-        self.access.run(
-            "delete_many",
-            grant.timeout(),
-            grant.backend().delete_many(&name, &keys),
-        )
+        self.access
+            .run(
+                "delete_many",
+                grant.timeout(),
+                grant.backend().delete_many(&name, &keys),
+            )
+            .await
     }
 }
 

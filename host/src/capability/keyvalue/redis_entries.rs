@@ -55,9 +55,8 @@ impl RedisEntries {
     pub fn open(namespace: &str, redis: &RedisAddress, timeout: Duration) -> Result<Self, String> {
         let describe = |error: RedisConnectionError| format!("`{}`: {error}", redis.urls.join(","));
         // A single Redis's connection needs a runtime to be made in, and
-        // then lives on it: the stage's when there is one (as in a stage),
-        // else the one wasmtime runs host calls on (as in `sluice check` or
-        // a test).
+        // then lives on it: the plugin's call threads, which the plugin
+        // runtime enters while it loads a plugin, else wasmtime's own.
         let open = || RedisConnection::open(&redis.urls, redis.cluster, timeout);
         let connection = match tokio::runtime::Handle::try_current() {
             Ok(_) => open(),

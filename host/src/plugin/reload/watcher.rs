@@ -203,7 +203,7 @@ impl Reloader {
         let plugin = self
             .runtime
             .load_bytes(&self.path, &self.name, bytes, self.settings.clone())?;
-        plugin.worker().warm_up().map_err(|failure| Rejection::Start {
+        plugin.worker().warm_up_blocking().map_err(|failure| Rejection::Start {
             path: self.path.clone(),
             failure,
         })?;

@@ -169,7 +169,7 @@ fn check_component(runtime: &PluginRuntime, path: &Path) -> Result<(), ProjectEr
         .map_err(|error| not_a_plugin(error.to_string()))?;
     plugin
         .worker()
-        .warm_up()
+        .warm_up_blocking()
         .map_err(|failure| not_a_plugin(format!("it implements the world but cannot start: {failure}")))
 }
 
