@@ -292,3 +292,27 @@ fn the_attempt_number_reaches_the_guest() {
         }])
     );
 }
+
+/// Async code gets the same answers by awaiting a call, and a blocking
+/// call made from inside an async runtime (a library user building a
+/// stage in async code) waits on a thread of its own instead of panicking.
+#[test]
+fn calls_work_awaited_and_blocking_from_inside_an_async_runtime() {
+    let (_test, plugin) = mirror();
+    let message = text_message(7, "inside");
+    let expected = plugin.worker().handle_blocking(&message).expect("blocking call");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let (awaited, blocking) = runtime.block_on(async {
+        let awaited = plugin.worker().handle(&message).await.expect("awaited call");
+        let blocking = plugin
+            .worker()
+            .handle_blocking(&message)
+            .expect("blocking call in async code");
+        (awaited, blocking)
+    });
+    assert_eq!(awaited, expected);
+    assert_eq!(blocking, expected);
+}

@@ -62,7 +62,8 @@ impl PluginCaller {
     ///
     /// Dropping the returned future while the call runs (the worker is
     /// stopping) abandons the call: it runs to its end (its deadline bounds
-    /// it) without anyone waiting, and its instance is not given back.
+    /// it) without anyone waiting for its results, then gives its instance
+    /// back like any call.
     pub(crate) async fn call(self, messages: Vec<Message>) -> Called {
         let PluginCaller {
             slot,

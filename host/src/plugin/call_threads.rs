@@ -16,6 +16,9 @@ use std::io;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
+/// Threads for the blocking work of plugin calls, at most.
+const MAX_BLOCKING_THREADS: usize = 32;
+
 /// Owns the call runtime; shared by every [`Plugin`](super::Plugin) of a
 /// [`PluginRuntime`](super::PluginRuntime), so it lives as long as any
 /// plugin can be called.
@@ -31,6 +34,11 @@ impl CallThreads {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads)
+            // What still needs a thread: resolving the host name of a
+            // plugin's request (tokio resolves names on blocking threads).
+            // Past this many at once, lookups wait their turn instead of
+            // each starting a thread.
+            .max_blocking_threads(MAX_BLOCKING_THREADS)
             .thread_name("sluice-plugin")
             .enable_all()
             .build()?;
@@ -45,15 +53,27 @@ impl CallThreads {
         &self.handle
     }
 
-    /// Run a call from a thread outside any async runtime (the CLI, the
-    /// reload trial, a stage's start-up check) and wait for it.
+    /// Run a call from code that is not async (the CLI, the reload trial,
+    /// a stage's start-up check) and wait for it. The call is polled on the
+    /// calling thread; its timers and sockets are driven by these threads.
     ///
-    /// # Panics
-    ///
-    /// When called from inside a tokio runtime, as [`Handle::block_on`]
-    /// does; async code awaits the call instead.
-    pub(crate) fn block_on<F: Future>(&self, call: F) -> F::Output {
-        self.handle.block_on(call)
+    /// Inside a tokio runtime (a library user building a stage in async
+    /// code), where [`Handle::block_on`] would panic, it waits on a thread
+    /// of its own instead.
+    pub(crate) fn block_on<F>(&self, call: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        if Handle::try_current().is_err() {
+            return self.handle.block_on(call);
+        }
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| self.handle.block_on(call))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 }
 

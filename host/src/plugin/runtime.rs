@@ -23,8 +23,10 @@ use super::limits::PluginLimits;
 use super::plugin::{LinkedComponent, Plugin, PluginVersion};
 use crate::capability::{self, CapabilityGrants};
 
-/// How often the engine's epoch advances. Deadlines are rounded up to whole
-/// ticks, so a call may overrun its deadline by at most this much.
+/// How often the engine's epoch advances: how often a computing guest is
+/// checked against its deadline and yields to other calls. A call ends
+/// within about a tick of its deadline, plus any time it waited for its
+/// turn on a call thread.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// How a stage wants one plugin set up.
